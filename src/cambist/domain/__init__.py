@@ -1,0 +1,1 @@
+"""Pure types and arithmetic: SKUs, offers, leases, deployments, endpoints, usage, money, time."""

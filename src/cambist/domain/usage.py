@@ -1,0 +1,33 @@
+"""Usage records: what one request consumed, charged and cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+__all__ = ["UsageRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One metered request. ``price`` is what the tenant is charged (from the
+    price list); ``compute_cost`` is an allocation of lease cost for analytics,
+    not a second charge. ``request_id`` is the idempotency key."""
+
+    request_id: str
+    tenant_id: str
+    key_id: str
+    model: str
+    endpoint_id: str | None
+    supplier: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    price: Decimal
+    compute_cost: Decimal
+    price_version: int
+    status: str  # "ok", "partial" (stream broken mid-way), "error"
+    created_at: float
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    stream: bool = False

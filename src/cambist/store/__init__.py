@@ -1,0 +1,1 @@
+"""Persistence: SQLite by default, PostgreSQL (+ Redis) when several processes serve."""
