@@ -95,6 +95,15 @@ class Lease:
         return billable_seconds(end - self.started_at, self.billing_increment_s,
                                 self.billing_minimum_s)
 
+    def cost_at(self, t: float) -> Decimal:
+        """What the supplier charges for use from start up to ``t`` (capped at the end)."""
+        if self.started_at is None:
+            return Decimal(0)
+        end = t if self.ended_at is None else min(t, self.ended_at)
+        secs = billable_seconds(end - self.started_at, self.billing_increment_s,
+                                self.billing_minimum_s)
+        return self.price_per_hour * Decimal(secs) / Decimal(3600)
+
     def cost_until(self, now: float) -> Decimal:
         """What the supplier charges for this lease up to ``now`` (exact)."""
         return self.price_per_hour * Decimal(self.billed_seconds(now)) / Decimal(3600)

@@ -65,6 +65,6 @@ class RealTimeScheduler:
         for t in self._tasks:
             try:
                 await t
-            except (asyncio.CancelledError, Exception):  # noqa: PERF203
+            except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()

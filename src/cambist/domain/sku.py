@@ -20,9 +20,9 @@ from importlib import resources
 __all__ = [
     "GpuSpec",
     "SkuMatch",
+    "family_of",
     "gpu_spec",
     "gpu_specs",
-    "family_of",
     "known_skus",
     "normalize_gpu",
 ]

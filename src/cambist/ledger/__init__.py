@@ -1,1 +1,43 @@
-"""cambist.ledger"""
+"""The ledger: tenants and API keys, the double-entry journal, the versioned
+price list, tenant wallets with reservations, and the durable usage outbox.
+
+Imports only ``cambist.domain`` and ``cambist.store``.
+"""
+
+from cambist.ledger.accounts import (
+    CASH,
+    COMPUTE_COST,
+    REVENUE_INFERENCE,
+    REVENUE_LEASES,
+    supplier_payable,
+    tenant_account,
+)
+from cambist.ledger.flusher import OutboxFlusher
+from cambist.ledger.journal import Entry, Journal
+from cambist.ledger.keys import Keyring, KeyringRefresh, ensure_server_secret
+from cambist.ledger.outbox import UsageOutbox
+from cambist.ledger.prices import PriceBook, PriceBookRefresh
+from cambist.ledger.queries import usage_records, usage_summary
+from cambist.ledger.wallet import TenantWallet, WalletRefresh
+
+__all__ = [
+    "CASH",
+    "COMPUTE_COST",
+    "REVENUE_INFERENCE",
+    "REVENUE_LEASES",
+    "Entry",
+    "Journal",
+    "Keyring",
+    "KeyringRefresh",
+    "OutboxFlusher",
+    "PriceBook",
+    "PriceBookRefresh",
+    "TenantWallet",
+    "UsageOutbox",
+    "WalletRefresh",
+    "ensure_server_secret",
+    "supplier_payable",
+    "tenant_account",
+    "usage_records",
+    "usage_summary",
+]

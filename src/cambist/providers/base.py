@@ -18,8 +18,8 @@ from cambist.domain.offer import Offer
 __all__ = [
     "EngineHandle",
     "EngineSpec",
-    "SupplierLease",
     "Supplier",
+    "SupplierLease",
     "SupplierRegistry",
 ]
 

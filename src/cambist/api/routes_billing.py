@@ -1,0 +1,119 @@
+"""``/v1/usage``, ``/v1/balance``, ``/v1/credits``, ``/v1/tenants``, ``/v1/prices``,
+``/v1/ledger/check``: the money side, read and (for admins) written."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from cambist.api.auth import control_plane, principal, require_admin, resolve_tenant
+from cambist.api.context import ControlPlane
+from cambist.domain.billing import Principal
+from cambist.domain.errors import InvalidRequest, NotFound
+from cambist.domain.money import quantize_usd
+from cambist.ledger.queries import usage_records, usage_summary
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["billing"])
+
+
+def _money(x: object) -> object:
+    return str(quantize_usd(x)) if isinstance(x, Decimal) else x
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: _money(v) for k, v in row.items()}
+
+
+@router.get("/usage")
+async def usage(cp: Annotated[ControlPlane, Depends(control_plane)],
+                p: Annotated[Principal, Depends(principal)],
+                tenant: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+                since: float | None = None) -> dict:
+    """Usage records and per-model totals (a tenant key sees only its own)."""
+    t = resolve_tenant(p, tenant)
+    records = await usage_records(cp.db, t, limit=limit, since=since)
+    summary = await usage_summary(cp.db, t)
+    return {"object": "list", "tenant": t, "data": [_jsonable(r) for r in records],
+            "summary": [_jsonable(r) for r in summary]}
+
+
+@router.get("/balance")
+async def balance(cp: Annotated[ControlPlane, Depends(control_plane)],
+                  p: Annotated[Principal, Depends(principal)],
+                  tenant: str | None = None) -> dict:
+    """Balance and available credit of a tenant (an admin lists all)."""
+    t = resolve_tenant(p, tenant)
+    tenants = [t] if t else [x["id"] for x in await cp.keyring.list_tenants()]
+    rows = []
+    for tid in tenants:
+        rows.append({"tenant": tid,
+                     "journal_balance": str(quantize_usd(await cp.journal.tenant_balance(tid))),
+                     "balance": str(quantize_usd(cp.wallet.balance(tid))),
+                     "available": str(quantize_usd(cp.wallet.available(tid)))})
+    return {"object": "list", "data": rows}
+
+
+class CreditBody(BaseModel):
+    tenant: str
+    amount: Decimal = Field(gt=0, le=Decimal(1_000_000))
+    idempotency_key: str = Field(min_length=1, max_length=128)
+
+
+@router.post("/credits", status_code=201)
+async def add_credit(body: CreditBody, cp: Annotated[ControlPlane, Depends(control_plane)],
+                     p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Top up a tenant's prepaid balance (admin; idempotent)."""
+    require_admin(p)
+    if body.tenant not in {x["id"] for x in await cp.keyring.list_tenants()}:
+        raise NotFound(f"no tenant {body.tenant!r}; see 'cambist tenants'", param="tenant")
+    await cp.wallet.topup(body.tenant, body.amount, f"topup:{body.idempotency_key}")
+    return {"tenant": body.tenant, "balance": str(quantize_usd(cp.wallet.balance(body.tenant)))}
+
+
+@router.get("/tenants")
+async def tenants(cp: Annotated[ControlPlane, Depends(control_plane)],
+                  p: Annotated[Principal, Depends(principal)]) -> dict:
+    require_admin(p)
+    return {"object": "list", "data": await cp.keyring.list_tenants()}
+
+
+class TenantBody(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+
+
+@router.post("/tenants", status_code=201)
+async def create_tenant(body: TenantBody, cp: Annotated[ControlPlane, Depends(control_plane)],
+                        p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Create a tenant with one inference key (the secret is shown once)."""
+    require_admin(p)
+    if body.name in {x["name"] for x in await cp.keyring.list_tenants()}:
+        raise InvalidRequest(f"tenant {body.name!r} exists", param="name")
+    tid = await cp.keyring.create_tenant(body.name)
+    key_id, secret = await cp.keyring.create_key(tid, "tenant-admin", "default")
+    await cp.keyring.refresh()
+    return {"id": tid, "name": body.name, "key_id": key_id, "key": secret}
+
+
+@router.get("/prices")
+async def prices(cp: Annotated[ControlPlane, Depends(control_plane)],
+                 _: Annotated[Principal, Depends(principal)]) -> dict:
+    """The price list in force: $ per million input/output tokens per model and tier."""
+    rows = [{"model": m.model, "tier": m.tier, "input_per_mtok": str(m.input_per_mtok),
+             "output_per_mtok": str(m.output_per_mtok), "version": m.version}
+            for m in cp.price_book.list_prices()]
+    return {"object": "list", "data": rows, "versions": await cp.price_book.versions()}
+
+
+@router.get("/ledger/check")
+async def ledger_check(cp: Annotated[ControlPlane, Depends(control_plane)],
+                       p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Every ledger invariant violation (empty when the books are sound)."""
+    require_admin(p)
+    problems = await cp.journal.check()
+    return {"ok": not problems, "violations": problems}

@@ -1,0 +1,69 @@
+"""The HTTP application: gateway, control-plane REST API and dashboard in one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from cambist import __version__
+from cambist.api import (
+    routes_billing,
+    routes_catalog,
+    routes_deployments,
+    routes_leases,
+    routes_market,
+)
+from cambist.api.errors import install_error_handlers
+from cambist.app.exchange import Exchange
+from cambist.domain.offer import OfferQuery
+from cambist.gateway.app import gateway_routes
+from cambist.web.dashboard import dashboard_routes
+
+__all__ = ["create_app"]
+
+
+def create_app(ex: Exchange) -> FastAPI:
+    """The ASGI app for an exchange; its lifespan starts and stops the loops."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ex.start()
+        try:
+            yield
+        finally:
+            await ex.stop()
+
+    app = FastAPI(title="Cambist", version=__version__, lifespan=lifespan,
+                  description="The exchange and router for inference compute.")
+    install_error_handlers(app)
+    app.router.routes.extend(gateway_routes(ex.gateway))
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "role": ex.role})
+
+    app.add_route("/health", health, methods=["GET"])
+    if ex.control is not None:
+        app.state.control_plane = ex.control
+        for module in (routes_market, routes_leases, routes_deployments, routes_billing,
+                       routes_catalog):
+            app.include_router(module.router)
+        cp = ex.control
+
+        async def snapshot() -> dict[str, Any]:
+            now = cp.clock.now()
+            return {
+                "suppliers": len(cp.book.suppliers()),
+                "offers": len(cp.book.query(OfferQuery(), now)),
+                "leases": len(await cp.records.leases(active_only=True)),
+                "deployments": sum(1 for d in await cp.records.deployments()
+                                   if str(d.state) != "stopped"),
+                "endpoints": sum(1 for e in await cp.records.endpoints() if e.healthy),
+            }
+
+        app.router.routes.extend(dashboard_routes(snapshot))
+    return app

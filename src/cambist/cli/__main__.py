@@ -1,0 +1,5 @@
+"""``python -m cambist.cli``."""
+
+from cambist.cli.main import main
+
+main()

@@ -1,0 +1,145 @@
+"""Commands for models, usage, balances, credits, tenants, prices and the ledger."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cambist.cli.common import console, emit_json, fail, new_token, parse_money, run_client
+from cambist.cli.render import money, table
+
+__all__ = ["register"]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def models(ctx: typer.Context,
+               catalog: Annotated[bool, typer.Option(help="The deployable catalog.")] = False,
+               as_json: JsonOpt = False) -> None:
+        """Models you can call now (or, with --catalog, models you can deploy)."""
+        if catalog:
+            data = run_client(ctx, lambda c: c.get("/v1/catalog/models"))
+            if as_json:
+                emit_json(data)
+                return
+            rows = [[m["id"], f"{m['params_b']:g}B", m["layers"], m["kv_heads"], m["precision"],
+                     m["context_length"], "yes" if m["reasoning"] else "", m["cheapest_sku"],
+                     money(m["cheapest_cost_per_mtok"])] for m in data["data"]]
+            console.print(table("Model catalog", ["model", "params", "layers", "kv heads",
+                                                  "precision", "context", "reasoning",
+                                                  "cheapest SKU", "$/Mtok"], rows,
+                                justify_right=("$/Mtok", "context")))
+            return
+        data = run_client(ctx, lambda c: c.get("/v1/models"), as_demo=True)
+        if as_json:
+            emit_json(data)
+            return
+        rows = [[m["id"], m.get("endpoints"), money(m.get("pricing", {}).get("prompt")),
+                 money(m.get("pricing", {}).get("completion")), m.get("context_length")]
+                for m in data["data"]]
+        console.print(table("Routable models", ["model", "endpoints", "$/Mtok in",
+                                                "$/Mtok out", "context"], rows,
+                            justify_right=("$/Mtok in", "$/Mtok out")))
+
+    @app.command()
+    def usage(ctx: typer.Context, tenant: Annotated[str | None, typer.Option()] = None,
+              limit: Annotated[int, typer.Option(min=1)] = 20, as_json: JsonOpt = False) -> None:
+        """Metered requests: tokens, price charged, compute cost."""
+        data = run_client(ctx, lambda c: c.get("/v1/usage", tenant=tenant, limit=limit))
+        if as_json:
+            emit_json(data)
+            return
+        rows = [[s["model"], s["requests"], s["prompt_tokens"], s["completion_tokens"],
+                 money(s["price"], 6), money(s["compute_cost"], 6)] for s in data["summary"]]
+        console.print(table(f"Usage ({data['tenant'] or 'all tenants'})",
+                            ["model", "requests", "prompt tok", "completion tok", "charged",
+                             "compute cost"], rows,
+                            justify_right=("requests", "prompt tok", "completion tok",
+                                           "charged", "compute cost")))
+        recent = [[r["request_id"], r["model"], r["prompt_tokens"], r["completion_tokens"],
+                   money(r["price"], 6), r["status"]] for r in data["data"]]
+        console.print(table("Recent requests", ["request", "model", "prompt", "completion",
+                                                "charged", "status"], recent,
+                            justify_right=("prompt", "completion", "charged")))
+
+    @app.command()
+    def balance(ctx: typer.Context, tenant: Annotated[str | None, typer.Option()] = None,
+                as_json: JsonOpt = False) -> None:
+        """Tenant balances and available credit."""
+        data = run_client(ctx, lambda c: c.get("/v1/balance", tenant=tenant))
+        if as_json:
+            emit_json(data)
+            return
+        rows = [[b["tenant"], money(b["balance"], 6), money(b["available"], 6)]
+                for b in data["data"]]
+        console.print(table("Balances", ["tenant", "balance", "available"], rows,
+                            justify_right=("balance", "available")))
+
+    credits = typer.Typer(help="Prepaid credit.", no_args_is_help=True)
+    app.add_typer(credits, name="credits")
+
+    @credits.command("add")
+    def credits_add(ctx: typer.Context, tenant: Annotated[str, typer.Argument()],
+                    amount: Annotated[str, typer.Argument(help="Dollars, e.g. 10.00")],
+                    idempotency_key: Annotated[str | None, typer.Option()] = None) -> None:
+        """Add prepaid credit to a tenant (admin key)."""
+        amt = parse_money(amount, "AMOUNT")
+        if amt is None or amt <= 0:
+            raise fail("AMOUNT must be a positive dollar amount such as 10.00")
+        body = {"tenant": tenant, "amount": str(amt),
+                "idempotency_key": idempotency_key or new_token()}
+        r = run_client(ctx, lambda c: c.post("/v1/credits", body))
+        console.print(f"{r['tenant']}: balance {money(r['balance'], 6)}")
+
+    @app.command()
+    def tenants(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """Tenants of this exchange (admin key)."""
+        data = run_client(ctx, lambda c: c.get("/v1/tenants"))
+        if as_json:
+            emit_json(data)
+            return
+        console.print(table("Tenants", ["id", "name"], [[t["id"], t["name"]]
+                                                       for t in data["data"]]))
+
+    @app.command()
+    def prices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """The price list in force ($ per million tokens)."""
+        data = run_client(ctx, lambda c: c.get("/v1/prices"))
+        if as_json:
+            emit_json(data)
+            return
+        rows = [[p["model"], p["tier"], money(p["input_per_mtok"]), money(p["output_per_mtok"]),
+                 p["version"]] for p in data["data"]]
+        console.print(table("Price list", ["model", "tier", "$/Mtok in", "$/Mtok out",
+                                           "version"], rows,
+                            justify_right=("$/Mtok in", "$/Mtok out")))
+
+    @app.command()
+    def endpoints(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """Endpoints the gateway routes to."""
+        data = run_client(ctx, lambda c: c.get("/v1/endpoints"))
+        if as_json:
+            emit_json(data)
+            return
+        rows = [[e["id"], e["model"], e["supplier"], e["sku"], e["url"],
+                 "yes" if e["healthy"] else "no", money(e["cost_per_hour"])]
+                for e in data["data"]]
+        console.print(table("Endpoints", ["id", "model", "supplier", "sku", "url", "healthy",
+                                          "$/h"], rows))
+
+    ledger = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
+    app.add_typer(ledger, name="ledger")
+
+    @ledger.command("check")
+    def ledger_check(ctx: typer.Context) -> None:
+        """Verify every ledger invariant; exits non-zero on any violation."""
+        r = run_client(ctx, lambda c: c.get("/v1/ledger/check"))
+        if r["ok"]:
+            console.print("ledger OK: every entry balances and matches its usage record")
+            return
+        for v in r["violations"]:
+            console.print(f"[red]violation:[/red] {v}")
+        raise typer.Exit(1)

@@ -1,0 +1,37 @@
+"""The ``cambist`` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cambist.cli import commands_market, commands_money, commands_serve
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="cambist", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Cambist: the exchange and router for inference compute.",
+)
+
+
+@app.callback()
+def _globals(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option(help="Exchange base URL (default: "
+                                            "$CAMBIST_HOME/connection.json).")] = None,
+    key: Annotated[str | None, typer.Option(help="API key (default: the admin key in "
+                                            "connection.json).")] = None,
+) -> None:
+    ctx.obj = {"url": url, "key": key}
+
+
+commands_serve.register(app)
+commands_market.register(app)
+commands_money.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

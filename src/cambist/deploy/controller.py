@@ -1,0 +1,280 @@
+"""The deployment controller: desired state -> leases -> engines -> endpoints.
+
+Each replica is a small state machine advanced by :meth:`DeployController.step`:
+``pending`` -> ``leasing`` (cheapest $/Mtok offer leased) -> ``launching``
+(lease running, engine starting) -> ``healthy`` (endpoint registered). Slow
+supplier calls run as tasks so a step returns at once; the same steps run
+under the live scheduler and the simulator's virtual clock. A replica that
+fails (engine died, lease preempted) is torn down and a replacement is
+created on the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import replace
+from decimal import Decimal
+
+from cambist.deploy.leasing import LeaseDesk
+from cambist.deploy.records import Records
+from cambist.domain.clock import Clock
+from cambist.domain.deployment import Deployment, DeploymentState, Replica, ReplicaState
+from cambist.domain.endpoint import Endpoint
+from cambist.domain.errors import Conflict, InvalidRequest, NoCapacity, NotFound
+from cambist.domain.events import EventKind
+from cambist.domain.ids import new_id
+from cambist.domain.lease import LeaseState
+from cambist.domain.models import MODEL_CATALOG, ModelSpec, find_model
+from cambist.domain.offer import OfferQuery
+from cambist.perf.model import PerfModel
+from cambist.placement.rank import Quote, rank_for_model
+from cambist.providers.base import EngineHandle, EngineSpec
+from cambist.store.events import EventLog
+
+__all__ = ["DeployController"]
+
+log = logging.getLogger("cambist.deploy")
+
+LIVE = frozenset({ReplicaState.PENDING, ReplicaState.LEASING, ReplicaState.LAUNCHING,
+                  ReplicaState.HEALTHY})
+_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
+
+
+class DeployController:
+    """Owns deployments and their replicas; see the module docstring."""
+
+    name = "deploy-reconcile"
+
+    def __init__(self, *, records: Records, desk: LeaseDesk, perf: PerfModel, events: EventLog,
+                 clock: Clock, time_scale: float = 1.0, interval_s: float = 0.5,
+                 retry_backoff_s: float = 3.0) -> None:
+        self.records, self.desk, self.perf = records, desk, perf
+        self.events, self.clock = events, clock
+        self.time_scale = time_scale
+        self.interval_s = interval_s
+        self.retry_backoff_s = retry_backoff_s
+        self.engines: dict[str, tuple[str, EngineHandle]] = {}  # replica id -> (supplier, handle)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._last_failure: dict[str, float] = {}
+
+    # ---- public operations -------------------------------------------------
+    def quotes(self, model: ModelSpec, max_cost: Decimal | None = None) -> list[Quote]:
+        """Offers that can serve ``model``, cheapest $/Mtok first."""
+        offers = self.desk.book.query(OfferQuery(), self.clock.now())
+        return rank_for_model(offers, model, self.perf, max_cost_per_mtok=max_cost)
+
+    async def create(self, model_name: str, *, replicas: int = 1, owner: str | None = None,
+                     max_price_per_mtok: Decimal | None = None, client_token: str | None = None,
+                     name: str | None = None) -> Deployment:
+        """Record a deployment (idempotent on ``client_token``); replicas come up on steps."""
+        if client_token:
+            existing = await self.records.deployment_by_token(client_token)
+            if existing is not None:
+                return existing
+        model = find_model(model_name)
+        if model is None:
+            raise InvalidRequest(f"unknown model {model_name!r}; catalog: "
+                                 f"{', '.join(sorted(MODEL_CATALOG))}", param="model")
+        if not 1 <= replicas <= 64:
+            raise InvalidRequest("replicas must be between 1 and 64", param="replicas")
+        if not self.quotes(model, max_price_per_mtok):
+            cheapest = self.quotes(model)
+            hint = (f"; the cheapest offer costs ${cheapest[0].cost_per_mtok:.4f}/Mtok"
+                    if cheapest else "")
+            raise NoCapacity(f"no offer can serve {model.name} under the price cap{hint}")
+        name = name or f"{model.name}-{new_id('d', 2)[2:]}"
+        if not _NAME.match(name):
+            raise InvalidRequest("deployment names use a-z, 0-9, '.', '-' (max 63)",
+                                 param="name")
+        if await self.records.deployment(name) is not None:
+            raise Conflict(f"deployment {name!r} exists; choose another --name")
+        now = self.clock.now()
+        dep = Deployment(name=name, model=model.name, replicas=replicas, owner=owner,
+                         state=DeploymentState.DEPLOYING, created_at=now,
+                         max_price_per_mtok=max_price_per_mtok, client_token=client_token)
+        reps = [self._new_replica(name, now) for _ in range(replicas)]
+        await self.records.insert_deployment(dep, reps)
+        await self._event(name, "created", model=model.name, replicas=replicas)
+        return dep
+
+    async def undeploy(self, name: str) -> Deployment:
+        """Drain and release a deployment (finished by the following steps)."""
+        dep = await self.records.deployment(name)
+        if dep is None:
+            raise NotFound(f"no deployment {name!r}; see 'cambist deployments'", param="name")
+        if dep.state in (DeploymentState.STOPPED, DeploymentState.DRAINING):
+            return dep
+        await self.records.set_deployment_state(name, DeploymentState.DRAINING)
+        for rep in await self.records.replicas(name):
+            if rep.endpoint_id:
+                await self.records.remove_endpoint(rep.endpoint_id, self.clock.now())
+        await self._event(name, "draining")
+        return replace(dep, state=DeploymentState.DRAINING)
+
+    # ---- the loop ----------------------------------------------------------
+    async def step(self, now: float) -> None:
+        """Advance every deployment toward its desired state."""
+        for dep in await self.records.deployments():
+            if dep.state == DeploymentState.STOPPED:
+                continue
+            reps = await self.records.replicas(dep.name)
+            if dep.state == DeploymentState.DRAINING:
+                await self._drain(dep, reps, now)
+                continue
+            await self._reconcile(dep, reps, now)
+
+    async def _reconcile(self, dep: Deployment, reps: list[Replica], now: float) -> None:
+        live = [r for r in reps if r.state in LIVE]
+        if len(live) < dep.replicas and now - self._last_failure.get(dep.name, 0) > \
+                self.retry_backoff_s:
+            for _ in range(dep.replicas - len(live)):
+                rep = self._new_replica(dep.name, now)
+                await self.records.insert_replica(rep)
+                live.append(rep)
+                await self._event(dep.name, "replacement", replica=rep.id)
+        for rep in live:
+            if rep.id in self._tasks and not self._tasks[rep.id].done():
+                continue
+            if rep.state == ReplicaState.PENDING:
+                self._spawn(rep.id, self._lease(dep, rep))
+            elif rep.state == ReplicaState.LEASING and rep.lease_id:
+                lease = await self.records.lease(rep.lease_id)
+                if lease is None or lease.terminal:
+                    await self._fail(dep, rep, "lease ended before the engine started")
+                elif lease.state == LeaseState.RUNNING:
+                    self._spawn(rep.id, self._launch(dep, rep))
+            elif rep.state == ReplicaState.LEASING:
+                self._spawn(rep.id, self._lease(dep, rep))
+            elif rep.state == ReplicaState.HEALTHY and rep.lease_id:
+                lease = await self.records.lease(rep.lease_id)
+                if lease is not None and lease.terminal:
+                    await self._fail(dep, rep, f"lease {lease.state}")
+        healthy = sum(1 for r in live if r.state == ReplicaState.HEALTHY)
+        state = (DeploymentState.READY if healthy >= dep.replicas
+                 else DeploymentState.DEGRADED if healthy else DeploymentState.DEPLOYING)
+        if state != dep.state:
+            await self.records.set_deployment_state(dep.name, state)
+            await self._event(dep.name, str(state), healthy=healthy)
+
+    def _spawn(self, key: str, coro) -> None:  # type: ignore[no-untyped-def]
+        self._tasks[key] = asyncio.create_task(coro, name=f"replica:{key}")
+
+    async def _lease(self, dep: Deployment, rep: Replica) -> None:
+        model = find_model(dep.model)
+        assert model is not None
+        existing = await self.records.lease_by_token(rep.id)
+        if existing is not None and not existing.terminal:
+            await self._save(replace(rep, state=ReplicaState.LEASING, lease_id=existing.id))
+            return
+        await self._save(replace(rep, state=ReplicaState.LEASING, detail="choosing offer"))
+        for q in self.quotes(model, dep.max_price_per_mtok)[:5]:
+            try:
+                lease = await self.desk.lease_offer(q.offer, owner=dep.owner, client_token=rep.id)
+            except Exception as exc:
+                log.info("lease of %s for %s failed: %s", q.offer.id, rep.id, exc)
+                continue
+            await self._save(replace(rep, state=ReplicaState.LEASING, lease_id=lease.id,
+                                     detail=f"leased {q.offer.id} at ${q.cost_per_mtok:.4f}/Mtok"))
+            await self._event(dep.name, "leased", replica=rep.id, lease=lease.id,
+                              offer=q.offer.id, cost_per_mtok=str(q.cost_per_mtok))
+            return
+        await self._fail(dep, rep, "no offer could be leased")
+
+    async def _launch(self, dep: Deployment, rep: Replica) -> None:
+        assert rep.lease_id
+        lease = await self.records.lease(rep.lease_id)
+        model = find_model(dep.model)
+        assert lease is not None and model is not None and lease.sku is not None
+        await self._save(replace(rep, state=ReplicaState.LAUNCHING, detail="starting engine"))
+        supplier = self.desk.suppliers.get(lease.supplier)
+        spec = EngineSpec(model=model.name, sku=lease.sku, gpu_count=lease.gpu_count,
+                          lease_id=lease.id, time_scale=self.time_scale)
+        try:
+            handle = await supplier.launch_engine(spec)
+        except Exception as exc:
+            await self._fail(dep, rep, f"engine did not start: {exc}")
+            return
+        self.engines[rep.id] = (lease.supplier, handle)
+        est = self.perf.estimate(model, lease.sku, lease.gpu_count)
+        ep = Endpoint(
+            id=new_id("ep"), model=model.name, url=handle.url, supplier=lease.supplier,
+            owner=dep.owner, healthy=True, deployment=dep.name, lease_id=lease.id, sku=lease.sku,
+            region=lease.region, cost_per_hour=lease.price_per_hour,
+            capacity_tok_s=est.throughput_tok_s, max_concurrency=max(1, est.max_batch),
+            context_length=model.context_length, created_at=self.clock.now())
+        await self.records.insert_endpoint(ep)
+        await self._save(replace(rep, state=ReplicaState.HEALTHY, endpoint_id=ep.id,
+                                 detail=f"serving at {handle.url}"))
+        await self._event(dep.name, "healthy", replica=rep.id, endpoint=ep.id, url=handle.url)
+
+    async def _fail(self, dep: Deployment, rep: Replica, why: str) -> None:
+        """Tear a replica down: endpoint out, engine stopped, lease released."""
+        self._last_failure[dep.name] = self.clock.now()
+        await self._teardown(rep)
+        await self._save(replace(rep, state=ReplicaState.FAILED, detail=why))
+        await self._event(dep.name, "replica_failed", replica=rep.id, reason=why)
+
+    async def replica_unhealthy(self, replica_id: str, why: str) -> None:
+        """Called by the health probe when an engine stops answering."""
+        for rep in await self.records.replicas():
+            if rep.id == replica_id and rep.state == ReplicaState.HEALTHY:
+                dep = await self.records.deployment(rep.deployment)
+                assert dep is not None
+                await self._fail(dep, rep, why)
+
+    async def _teardown(self, rep: Replica) -> None:
+        if rep.endpoint_id:
+            await self.records.remove_endpoint(rep.endpoint_id, self.clock.now())
+        eng = self.engines.pop(rep.id, None)
+        if eng is not None:
+            supplier, handle = eng
+            try:
+                await self.desk.suppliers.get(supplier).stop_engine(handle)
+            except Exception:
+                log.info("engine of %s was already gone", rep.id)
+        if rep.lease_id:
+            await self.desk.release(rep.lease_id)
+
+    async def _drain(self, dep: Deployment, reps: list[Replica], now: float) -> None:
+        for rep in reps:
+            if rep.state in (ReplicaState.STOPPED, ReplicaState.FAILED):
+                continue
+            task = self._tasks.get(rep.id)
+            if task is not None and not task.done():
+                continue  # let an in-progress lease/launch settle before tearing down
+            await self._teardown(rep)
+            await self._save(replace(rep, state=ReplicaState.STOPPED, detail="undeployed"))
+        await self.records.set_deployment_state(dep.name, DeploymentState.STOPPED)
+        await self._event(dep.name, "stopped")
+
+    # ---- helpers -----------------------------------------------------------
+    @staticmethod
+    def _new_replica(deployment: str, now: float) -> Replica:
+        return Replica(id=new_id("rep"), deployment=deployment, state=ReplicaState.PENDING,
+                       lease_id=None, endpoint_id=None, created_at=now)
+
+    async def _save(self, rep: Replica) -> None:
+        await self.records.save_replica(rep)
+
+    async def _event(self, deployment: str, step: str, **data: object) -> None:
+        await self.events.append([{"ts": self.clock.now(), "kind": EventKind.DEPLOY_STEP,
+                                   "subject": deployment, "data": {"step": step, **data}}])
+
+    async def adopt(self, replica_id: str, supplier: str, handle: EngineHandle) -> None:
+        """Take over an engine found running after a restart."""
+        self.engines[replica_id] = (supplier, handle)
+
+    async def close(self) -> None:
+        """Cancel in-flight replica work and stop every engine this process runs."""
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        for supplier, handle in list(self.engines.values()):
+            try:
+                await self.desk.suppliers.get(supplier).stop_engine(handle)
+            except Exception:
+                log.info("engine %s already stopped", handle.url)
+        self.engines.clear()

@@ -1,0 +1,72 @@
+"""What the gateway is assembled from: settings and injected dependencies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from cambist.domain.billing import Authenticator, PriceList, Wallet
+from cambist.domain.clock import Clock
+from cambist.gateway.routing import RoutingTable
+
+__all__ = ["EventSink", "GatewayDeps", "GatewaySettings"]
+
+log = logging.getLogger("cambist.gateway")
+
+EventSink = Callable[[dict[str, Any]], None]
+"""Receives routing decisions as event-log rows ``{"ts", "kind", "subject", "data"}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Gateway limits and timeouts, read once where the app is assembled."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    default_max_tokens: int = 1024
+    max_tokens_cap: int = 131072
+    upstream_connect_timeout_s: float = 5.0
+    upstream_read_timeout_s: float = 300.0
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.max_body_bytes < 1 or self.default_max_tokens < 1 or self.max_tokens_cap < 1:
+            raise ValueError("body and token limits must be positive")
+
+    def timeout(self) -> httpx.Timeout:
+        """The per-request upstream timeout."""
+        return httpx.Timeout(
+            connect=self.upstream_connect_timeout_s,
+            read=self.upstream_read_timeout_s,
+            write=self.upstream_read_timeout_s,
+            pool=self.upstream_connect_timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDeps:
+    """Everything the gateway needs, injected. ``http`` is a shared
+    ``httpx.AsyncClient`` (one connection pool) owned and closed by the caller."""
+
+    authenticator: Authenticator
+    prices: PriceList
+    wallet: Wallet
+    routes: RoutingTable
+    clock: Clock
+    http: httpx.AsyncClient
+    settings: GatewaySettings = field(default_factory=GatewaySettings)
+    on_event: EventSink | None = None
+
+    def emit(self, row: dict[str, Any]) -> None:
+        """Hand an event to ``on_event``; a failing sink never fails a request."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(row)
+        except Exception:
+            log.exception("the gateway event sink failed")

@@ -1,0 +1,164 @@
+"""The streaming relay: upstream SSE events forwarded to the client as they arrive.
+
+Each event goes out with its framing intact the moment it is read. The relay
+watches the events it forwards only to meter them: the final usage chunk (sent
+on only if the client asked for it) and the generated text per choice, which
+is counted as delivered once the client has taken the chunk. A stream that
+ends with ``[DONE]`` settles as ``ok``; one that breaks ends with an
+OpenAI-style error event and ``[DONE]`` and settles as ``partial``, charging
+only what was delivered; so does a client that goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import orjson
+from starlette.requests import ClientDisconnect
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from cambist.gateway.deps import GatewayDeps
+from cambist.gateway.metering import Meter, TextTally, Usage, usage_from
+from cambist.gateway.protocol import ParsedRequest
+from cambist.gateway.sse import DONE, encode_event, error_event, event_data
+from cambist.gateway.upstream import UpstreamResult, close_quietly
+
+__all__ = ["RelayResponse", "StreamRelay"]
+
+log = logging.getLogger("cambist.gateway")
+
+BROKEN_MESSAGE = "the upstream stream broke before it finished; the response is incomplete"
+
+
+class StreamRelay:
+    """Relays one started upstream stream and settles it exactly once."""
+
+    def __init__(
+        self, deps: GatewayDeps, request: ParsedRequest, result: UpstreamResult, meter: Meter
+    ) -> None:
+        self._deps = deps
+        self._request = request
+        self._result = result
+        self._meter = meter
+        self._ttft_ms = result.ttfb_ms
+        self._delivered = TextTally()
+        self._pending: list[Any] = []
+        self._usage: Usage | None = None
+        self._done = False
+        self._upstream_error = False
+        self._finished = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The bytes to send the client, event by event."""
+        events = self._result.events
+        event = self._result.first_event
+        while event is not None and events is not None:
+            out = self._take(event)
+            if out is not None:
+                yield out
+            self._commit()  # the client took the chunk: it counts as delivered
+            if self._done:
+                return
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                event = None
+            except httpx.HTTPError as exc:
+                log.warning(
+                    "upstream %s broke mid-stream (request %s): %s",
+                    self._result.route.id, self._meter.request_id, type(exc).__name__,
+                )
+                event = None
+        if self._usage is not None and not self._upstream_error:
+            self._settle_ok()  # ended after its usage chunk without [DONE]
+            yield DONE
+            return
+        self._deps.routes.record_failure(self._result.route)
+        self._settle_partial()
+        yield error_event(BROKEN_MESSAGE)
+
+    def _take(self, event: str) -> bytes | None:
+        """Inspect one event; return what to forward (``None`` drops it)."""
+        data = event_data(event)
+        if data is None:
+            return encode_event(event)
+        if data.strip() == "[DONE]":
+            self._done = True
+            if self._upstream_error:
+                self._settle_partial()
+            else:
+                self._settle_ok()
+            return DONE
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return encode_event(event)
+        if not isinstance(chunk, Mapping):
+            return encode_event(event)
+        if "error" in chunk:
+            self._upstream_error = True
+            return encode_event(event)
+        choices = chunk.get("choices")
+        usage = chunk.get("usage")
+        if isinstance(usage, Mapping):
+            self._usage = usage_from(usage) or self._usage
+            if not choices and not self._request.client_wants_usage:
+                return None
+        if isinstance(choices, list):
+            self._pending.extend(choices)
+        return encode_event(event)
+
+    def _commit(self) -> None:
+        for choice in self._pending:
+            self._delivered.add_choice(choice)
+        self._pending.clear()
+
+    def _settle_ok(self) -> None:
+        usage = self._usage
+        if usage is None:
+            completion, reasoning = self._delivered.tokens()
+            usage = Usage(self._request.prompt_tokens, completion, reasoning)
+        self._meter.settle(self._result.route, usage, "ok", self._ttft_ms)
+
+    def _settle_partial(self) -> None:
+        completion, reasoning = self._delivered.tokens()
+        usage = Usage(self._request.prompt_tokens, completion, reasoning)
+        self._meter.settle(self._result.route, usage, "partial", self._ttft_ms)
+
+    async def finish(self) -> None:
+        """Settle whatever was delivered if the stream did not finish (the client
+        left or the relay was cancelled), close the upstream, free the slot."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if not self._meter.done:
+                log.info(
+                    "stream for request %s ended early; settling what was delivered",
+                    self._meter.request_id,
+                )
+                self._settle_partial()
+        finally:
+            self._deps.routes.release(self._result.route)
+            await close_quietly(self._result.response)
+
+
+class RelayResponse(StreamingResponse):
+    """A ``text/event-stream`` response that always finishes its relay, even when
+    the client disconnects or the response is cancelled before it starts."""
+
+    def __init__(self, relay: StreamRelay, headers: Mapping[str, str]) -> None:
+        super().__init__(relay.stream(), media_type="text/event-stream", headers=dict(headers))
+        self._relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except (ClientDisconnect, OSError):
+            log.info("client disconnected mid-stream")
+        finally:
+            await self._relay.finish()

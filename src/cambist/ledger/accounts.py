@@ -1,0 +1,67 @@
+"""Account names of the double-entry journal.
+
+Lines are signed whole micro-dollars: positive is a debit, negative a credit,
+and every entry sums to exactly zero. Accounts:
+
+* ``tenant:{id}`` — a customer's prepaid credit. Credit-normal: a top-up
+  credits it, a charge debits it, so the tenant's balance is the *negation*
+  of the sum of its lines.
+* ``platform:cash`` — money received (debited by top-ups).
+* ``platform:revenue:inference`` — what tenants pay for tokens.
+* ``platform:revenue:leases`` — what tenants pay for GPUs they rent.
+* ``platform:compute_cost`` — what leases cost the platform.
+* ``supplier:{name}:payable`` — what the platform owes a supplier.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "CASH",
+    "COMPUTE_COST",
+    "REVENUE_INFERENCE",
+    "REVENUE_LEASES",
+    "SUPPLIER_PREFIX",
+    "TENANT_PREFIX",
+    "supplier_payable",
+    "tenant_account",
+    "tenant_of",
+    "validate_name_part",
+]
+
+CASH = "platform:cash"
+REVENUE_INFERENCE = "platform:revenue:inference"
+REVENUE_LEASES = "platform:revenue:leases"
+COMPUTE_COST = "platform:compute_cost"
+TENANT_PREFIX = "tenant:"
+SUPPLIER_PREFIX = "supplier:"
+
+_PART = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def validate_name_part(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid id or name inside an account name
+    (1-64 of letters, digits, ``_ . -``), else raise ``ValueError``."""
+    if not isinstance(value, str) or not _PART.match(value):
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-64 letters, digits, '_', '.' or '-'"
+        )
+    return value
+
+
+def tenant_account(tenant_id: str) -> str:
+    """The credit account of a tenant: ``tenant:{id}``."""
+    return TENANT_PREFIX + validate_name_part(tenant_id, "tenant id")
+
+
+def supplier_payable(supplier: str) -> str:
+    """What the platform owes ``supplier``: ``supplier:{name}:payable``."""
+    return f"{SUPPLIER_PREFIX}{validate_name_part(supplier, 'supplier name')}:payable"
+
+
+def tenant_of(account: str) -> str | None:
+    """The tenant id of a ``tenant:{id}`` account, else ``None``."""
+    if account.startswith(TENANT_PREFIX):
+        return account[len(TENANT_PREFIX) :]
+    return None

@@ -1,0 +1,164 @@
+"""Moves usage records from the outbox file into the database.
+
+One transaction per batch holds, in this order: the compare-and-set of the
+committed file position (first, so SQLite takes its write lock before any
+read), the ``usage`` rows (duplicates by ``request_id`` skipped), and one
+journal entry per newly inserted, non-zero-price row (kind ``usage``, key
+``usage:{request_id}``: debit ``tenant:{id}``, credit
+``platform:revenue:inference``). A crash before the commit leaves the
+position where it was, so the batch is read again; the unique keys make the
+second attempt charge nothing twice.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cambist.domain.money import to_micros
+from cambist.domain.usage import UsageRecord
+from cambist.ledger._sql import insert_ignore
+from cambist.ledger.accounts import REVENUE_INFERENCE, tenant_account
+from cambist.ledger.journal import Entry, Journal
+from cambist.ledger.outbox import OutboxPosition, UsageOutbox, read_position
+from cambist.store.schema import usage
+
+__all__ = ["OutboxFlusher", "usage_row"]
+
+_BATCH_BYTES = 1 << 20
+_ROTATE_BYTES = 8 << 20
+
+
+def usage_row(record: UsageRecord) -> dict:
+    """The ``usage`` table row of a record (money rounded once to micro-dollars)."""
+    return {
+        "request_id": record.request_id,
+        "tenant_id": record.tenant_id,
+        "key_id": record.key_id,
+        "model": record.model,
+        "endpoint_id": record.endpoint_id,
+        "supplier": record.supplier,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "price_micros": to_micros(record.price),
+        "compute_cost_micros": to_micros(record.compute_cost),
+        "price_version": record.price_version,
+        "status": record.status,
+        "created_at": record.created_at,
+        "latency_ms": record.latency_ms,
+        "ttft_ms": record.ttft_ms,
+        "stream": record.stream,
+    }
+
+
+def _usage_entry(record: UsageRecord) -> Entry:
+    price = Decimal(record.price)
+    return Entry(
+        f"usage:{record.request_id}",
+        "usage",
+        [(tenant_account(record.tenant_id), price), (REVENUE_INFERENCE, -price)],
+        f"{record.model} {record.prompt_tokens}+{record.completion_tokens} tok",
+    )
+
+
+class OutboxFlusher:
+    """Control loop flushing an :class:`UsageOutbox` into ``usage`` and the journal."""
+
+    name = "outbox-flusher"
+
+    def __init__(
+        self,
+        outbox: UsageOutbox,
+        engine: AsyncEngine,
+        journal: Journal,
+        interval_s: float = 0.2,
+        *,
+        batch_bytes: int = _BATCH_BYTES,
+        rotate_bytes: int = _ROTATE_BYTES,
+    ) -> None:
+        self.outbox = outbox
+        self.interval_s = interval_s
+        self._engine = engine
+        self._journal = journal
+        self._batch_bytes = batch_bytes
+        self._rotate_bytes = rotate_bytes
+        self._position: OutboxPosition | None = None
+        self.flushed = 0  # records committed by this flusher (duplicates included)
+
+    async def step(self, now: float) -> None:
+        """Flush one batch; rotate the file when all is flushed and it is large."""
+        async with self.outbox.lock:
+            if await self._flush_batch() == 0:
+                await self._rotate(self._rotate_bytes)
+
+    async def recover(self) -> int:
+        """Flush everything now (startup, shutdown); returns the records read.
+        Leaves a fully flushed file truncated to a new generation."""
+        total = 0
+        async with self.outbox.lock:
+            while (n := await self._flush_batch()) > 0:
+                total += n
+            await self._rotate(0)
+        return total
+
+    async def _current(self) -> OutboxPosition:
+        if self._position is None:
+            self._position = await read_position(self._engine, self.outbox.offset_key)
+        return self._position
+
+    async def _flush_batch(self) -> int:
+        """Commit the next batch of complete lines; returns the lines' record count
+        (0 when nothing new was complete)."""
+        await self.outbox.sync()
+        old = await self._current()
+        start = self.outbox.start_of(old)
+        records, end = self.outbox.read(start, self._batch_bytes)
+        new = OutboxPosition(self.outbox.generation, end)
+        if new == old:
+            return 0
+        async with self._engine.begin() as conn:
+            if not await old.advance(conn, self.outbox.offset_key, new):
+                self._position = None  # moved elsewhere: re-read before the next try
+                raise RuntimeError(
+                    f"outbox position {self.outbox.offset_key!r} changed under this flusher; "
+                    "is another process flushing the same outbox?"
+                )
+            await self._write(conn, records)
+        self._position = new
+        self.flushed += len(records)
+        return max(len(records), 1 if end > start else 0)
+
+    async def _write(self, conn: AsyncConnection, records: list[UsageRecord]) -> None:
+        unique: dict[str, UsageRecord] = {}
+        for r in records:
+            unique.setdefault(r.request_id, r)
+        if not unique:
+            return
+        stmt = insert_ignore(conn, usage, ["request_id"]).returning(usage.c.request_id)
+        rows = [usage_row(r) for r in unique.values()]
+        inserted = {rid for (rid,) in (await conn.execute(stmt, rows)).all()}
+        entries = [
+            _usage_entry(r)
+            for rid, r in unique.items()
+            if rid in inserted and to_micros(r.price) != 0
+        ]
+        if entries:
+            await self._journal.post_in(conn, entries)
+
+    async def _rotate(self, min_bytes: int) -> None:
+        old = await self._current()
+        flushed_to = self.outbox.start_of(old)
+        if self.outbox.size() < min_bytes:
+            return
+        new = self.outbox.rotate(flushed_to)
+        if new is None:
+            return
+        # Crash here: the stored generation is stale, which start_of reads as
+        # "from the top of the new file" — nothing lost, nothing repeated.
+        async with self._engine.begin() as conn:
+            if not await old.advance(conn, self.outbox.offset_key, new):
+                self._position = None
+                return
+        self._position = new

@@ -1,0 +1,200 @@
+"""Tenants and API keys.
+
+A key's secret (``cb-…``) is shown once, at creation; the database keeps only
+``HMAC-SHA256(server secret, key secret)`` and a short display prefix. The
+gateway's hot path calls :meth:`Keyring.authenticate` synchronously: one HMAC
+and one dict lookup in a map that :class:`KeyringRefresh` rebuilds every
+second, so a revocation reaches every process within about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import cast
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cambist.domain.billing import Principal, Scope
+from cambist.domain.clock import Clock
+from cambist.domain.errors import Conflict, InvalidRequest, NotFound
+from cambist.domain.ids import new_id
+from cambist.ledger._sql import insert_ignore
+from cambist.ledger.accounts import validate_name_part
+from cambist.store.schema import api_keys, settings, tenants
+
+__all__ = ["SCOPES", "Keyring", "KeyringRefresh", "ensure_server_secret"]
+
+SCOPES: tuple[Scope, ...] = ("admin", "tenant-admin", "inference")
+_SECRET_KEY = "server_secret"
+_PREFIX_LEN = 10
+_MAX_SECRET_LEN = 256
+
+
+async def ensure_server_secret(engine: AsyncEngine) -> bytes:
+    """The server's 32-byte HMAC secret, created once (hex, ``settings`` table).
+
+    Concurrent first calls agree: the insert is conflict-ignoring and the
+    stored value is read back."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert_ignore(conn, settings, ["key"]),
+            {"key": _SECRET_KEY, "value": secrets.token_hex(32)},
+        )
+        value = (
+            await conn.execute(select(settings.c.value).where(settings.c.key == _SECRET_KEY))
+        ).scalar_one()
+    return bytes.fromhex(value)
+
+
+class Keyring:
+    """Creates, revokes and lists tenants and keys; authenticates secrets."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the server secret must have at least 16 bytes")
+        self._engine = engine
+        self._clock = clock
+        self._secret = secret
+        # stored secret hash -> (that hash, principal)
+        self._by_hash: dict[str, tuple[str, Principal]] = {}
+        self._changes = 0  # bumped by local creates/revokes; a refresh that raced one retries
+
+    def _hash(self, key_secret: str) -> str:
+        return hmac.new(self._secret, key_secret.encode(), hashlib.sha256).hexdigest()
+
+    async def create_tenant(self, name: str, tenant_id: str | None = None) -> str:
+        """Create a tenant and return its id; ``Conflict`` if the name or id is taken."""
+        name = name.strip()
+        if not name or len(name) > 128:
+            raise InvalidRequest("a tenant name must have 1-128 characters", param="name")
+        tid = validate_name_part(tenant_id, "tenant id") if tenant_id else new_id("ten")
+        row = {"id": tid, "name": name, "created_at": self._clock.now()}
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(tenants), row)
+        except IntegrityError as exc:
+            raise Conflict(f"a tenant named {name!r} or with id {tid!r} already exists") from exc
+        return tid
+
+    async def create_key(
+        self, tenant_id: str | None, scope: str, name: str = ""
+    ) -> tuple[str, str]:
+        """Create a key; returns ``(key_id, secret)``. The secret is never stored.
+
+        ``scope`` is ``admin`` (platform-wide, ``tenant_id`` must be ``None``),
+        ``tenant-admin`` or ``inference`` (both need an existing tenant)."""
+        if scope not in SCOPES:
+            raise InvalidRequest(
+                f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}", param="scope"
+            )
+        if scope == "admin" and tenant_id is not None:
+            raise InvalidRequest("an admin key belongs to no tenant", param="tenant_id")
+        if scope != "admin" and tenant_id is None:
+            raise InvalidRequest(f"a {scope} key needs a tenant", param="tenant_id")
+        if len(name) > 128:
+            raise InvalidRequest("a key name must have at most 128 characters", param="name")
+        if tenant_id is not None:
+            await self._require_tenant(tenant_id)
+        key_id = new_id("key")
+        secret = "cb-" + secrets.token_urlsafe(32)
+        digest = self._hash(secret)
+        row = {
+            "id": key_id, "tenant_id": tenant_id, "scope": scope, "name": name,
+            "prefix": secret[:_PREFIX_LEN], "secret_hash": digest,
+            "created_at": self._clock.now(), "revoked_at": None,
+        }
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(api_keys), row)
+        principal = Principal(key_id, tenant_id, cast(Scope, scope))
+        self._by_hash = {**self._by_hash, digest: (digest, principal)}
+        self._changes += 1
+        return key_id, secret
+
+    async def _require_tenant(self, tenant_id: str) -> None:
+        async with self._engine.connect() as conn:
+            q = select(tenants.c.id).where(tenants.c.id == tenant_id)
+            if (await conn.execute(q)).first() is None:
+                raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
+
+    async def revoke(self, key_id: str) -> None:
+        """Revoke a key (idempotent); ``NotFound`` if no such key exists."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=self._clock.now())
+            )
+            found = await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))
+            if found.first() is None:
+                raise NotFound(f"no API key {key_id!r}", param="key_id")
+        self._by_hash = {h: v for h, v in self._by_hash.items() if v[1].key_id != key_id}
+        self._changes += 1
+
+    async def list_keys(self, tenant_id: str | None = None) -> list[dict]:
+        """Keys (all, or one tenant's), oldest first; never the secret or its hash."""
+        c = api_keys.c
+        q = select(c.id, c.tenant_id, c.scope, c.name, c.prefix, c.created_at, c.revoked_at)
+        if tenant_id is not None:
+            q = q.where(c.tenant_id == tenant_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q.order_by(c.created_at, c.id))).all()
+        return [dict(r._mapping) for r in rows]
+
+    async def list_tenants(self) -> list[dict]:
+        """Tenants (``id``, ``name``, ``created_at``), oldest first."""
+        q = select(tenants).order_by(tenants.c.created_at, tenants.c.id)
+        async with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(q)).all()]
+
+    async def tenant(self, tenant_id: str) -> dict | None:
+        """One tenant, or ``None``."""
+        q = select(tenants).where(tenants.c.id == tenant_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def refresh(self) -> None:
+        """Reload every non-revoked key into the in-memory map (swapped atomically)."""
+        c = api_keys.c
+        q = select(c.id, c.tenant_id, c.scope, c.secret_hash).where(c.revoked_at.is_(None))
+        while True:
+            seen = self._changes
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(q)).all()
+            if seen == self._changes:
+                break
+        self._by_hash = {
+            h: (h, Principal(kid, tid, cast(Scope, scope))) for kid, tid, scope, h in rows
+        }
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal of a key secret, or ``None`` if unknown or revoked.
+        Synchronous and in memory (the gateway's hot path)."""
+        if not isinstance(secret, str) or not secret or len(secret) > _MAX_SECRET_LEN:
+            return None
+        digest = self._hash(secret)
+        found = self._by_hash.get(digest)
+        if found is None:
+            return None
+        stored, principal = found
+        return principal if hmac.compare_digest(stored, digest) else None
+
+
+class KeyringRefresh:
+    """Control loop: reload keys so revocations from any process apply within
+    ``interval_s``."""
+
+    name = "keyring-refresh"
+
+    def __init__(self, keyring: Keyring, interval_s: float = 1.0) -> None:
+        self.keyring = keyring
+        self.interval_s = interval_s
+
+    async def step(self, now: float) -> None:
+        """Reload the key map."""
+        await self.keyring.refresh()
+

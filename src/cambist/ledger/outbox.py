@@ -1,0 +1,229 @@
+"""The durable usage outbox: usage is on disk before the response completes.
+
+:meth:`UsageOutbox.append` writes each :class:`UsageRecord` as one JSON line
+with a single ``os.write`` on an ``O_APPEND`` descriptor, so a finished
+request's record is in the operating system before its response ends.
+:class:`OutboxFlusher` then ``fsync``\\ s the file and moves complete lines into
+the ``usage`` table and the journal in one transaction per batch, together
+with the committed byte position (``settings``), so each record is charged
+exactly once across crashes.
+
+The file starts with a header line naming its *generation*. Once everything
+is flushed the flusher may truncate the file and start a new generation; a
+committed position from an older generation then means "from the top".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cambist.domain.usage import UsageRecord
+from cambist.ledger._sql import insert_ignore
+from cambist.store.schema import settings
+
+__all__ = [
+    "OutboxPosition",
+    "UsageOutbox",
+    "decode_record",
+    "encode_record",
+    "read_position",
+]
+
+log = logging.getLogger("cambist.ledger.outbox")
+
+_HEADER_TAG = "cambist_outbox"
+_FIELDS = frozenset(f.name for f in fields(UsageRecord))
+_READ_LIMIT = 4 << 20
+
+
+def _default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__} in a usage record")
+
+
+def encode_record(record: UsageRecord) -> bytes:
+    """One JSON line (Decimals as strings, trailing newline)."""
+    return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_record(line: bytes) -> UsageRecord:
+    """Parse a line written by :func:`encode_record` (unknown fields ignored)."""
+    data: dict[str, Any] = orjson.loads(line)
+    kept = {k: v for k, v in data.items() if k in _FIELDS}
+    kept["price"] = Decimal(kept["price"])
+    kept["compute_cost"] = Decimal(kept["compute_cost"])
+    return UsageRecord(**kept)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPosition:
+    """How far an outbox file has been committed to the database."""
+
+    gen: str
+    offset: int
+
+    def encode(self) -> str:
+        """The canonical string stored in ``settings``."""
+        return orjson.dumps({"gen": self.gen, "offset": self.offset}).decode()
+
+    @classmethod
+    def decode(cls, raw: str) -> OutboxPosition:
+        """Parse :meth:`encode`'s output."""
+        data = orjson.loads(raw)
+        return cls(str(data["gen"]), int(data["offset"]))
+
+    async def advance(self, conn: AsyncConnection, key: str, new: OutboxPosition) -> bool:
+        """Compare-and-set the stored position from ``self`` to ``new`` inside
+        ``conn``'s transaction; ``False`` if someone else moved it."""
+        res = await conn.execute(
+            update(settings)
+            .where(settings.c.key == key, settings.c.value == self.encode())
+            .values(value=new.encode())
+        )
+        return res.rowcount == 1
+
+
+async def read_position(engine: AsyncEngine, key: str) -> OutboxPosition:
+    """The committed position stored under ``key`` (created empty if absent)."""
+    empty = OutboxPosition("", 0)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert_ignore(conn, settings, ["key"]), {"key": key, "value": empty.encode()}
+        )
+        raw = (await conn.execute(select(settings.c.value).where(settings.c.key == key)))
+        return OutboxPosition.decode(raw.scalar_one())
+
+
+class UsageOutbox:
+    """An append-only file of usage records owned by one process.
+
+    ``offset_key`` names the ``settings`` row that holds the committed
+    position (give each process's outbox its own key when several share a
+    database). ``lock`` serializes the flusher and wallet reloads."""
+
+    def __init__(self, path: Path, offset_key: str = "outbox_offset") -> None:
+        self.path = Path(path)
+        self.offset_key = offset_key
+        self.lock = asyncio.Lock()
+        self.skipped = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self._gen, self._header_len = self._open_generation()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _open_generation(self) -> tuple[str, int]:
+        last = b""
+        with open(self.path, "rb") as f:
+            first = f.readline()
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size:
+                f.seek(size - 1)
+                last = f.read(1)
+        if not first.endswith(b"\n"):
+            # Empty, or a header torn by a crash (nothing can follow a header
+            # that was never finished): start a fresh generation.
+            os.ftruncate(self._fd, 0)
+            return self._write_header()
+        header = orjson.loads(first)
+        if not isinstance(header, dict) or _HEADER_TAG not in header:
+            raise ValueError(f"{self.path} is not a cambist usage outbox")
+        if last != b"\n":
+            # A record torn by a crash: end its line so the next record starts
+            # cleanly; the flusher skips the unparsable fragment.
+            os.write(self._fd, b"\n")
+        return str(header["gen"]), len(first)
+
+    def _write_header(self) -> tuple[str, int]:
+        gen = secrets.token_hex(8)
+        line = orjson.dumps({_HEADER_TAG: 1, "gen": gen}, option=orjson.OPT_APPEND_NEWLINE)
+        os.write(self._fd, line)
+        return gen, len(line)
+
+    @property
+    def generation(self) -> str:
+        """The id of the file's current generation."""
+        return self._gen
+
+    def append(self, record: UsageRecord) -> None:
+        """Write one record as one line (one ``os.write``; no fsync here)."""
+        data = encode_record(record)
+        written = os.write(self._fd, data)
+        while written < len(data):  # a short write (disk nearly full): finish the line
+            written += os.write(self._fd, data[written:])
+
+    async def sync(self) -> None:
+        """``fsync`` the file off the event loop."""
+        await asyncio.to_thread(os.fsync, self._fd)
+
+    def start_of(self, position: OutboxPosition) -> int:
+        """Where unflushed data begins for a committed ``position``."""
+        if position.gen != self._gen:
+            return self._header_len
+        return max(position.offset, self._header_len)
+
+    def read(self, start: int, limit: int = _READ_LIMIT) -> tuple[list[UsageRecord], int]:
+        """Records in complete lines from byte ``start`` (at most ``limit``
+        bytes), and the offset just past the last complete line read. A
+        trailing partial line is left for later."""
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            chunk = f.read(limit)
+        end = chunk.rfind(b"\n") + 1
+        if end == 0 and len(chunk) >= limit:
+            raise ValueError(f"{self.path}: a line at byte {start} exceeds {limit} bytes")
+        records: list[UsageRecord] = []
+        pos = start
+        for line in chunk[:end].splitlines(keepends=True):
+            try:
+                records.append(decode_record(line))
+            except (ValueError, KeyError, TypeError, ArithmeticError):
+                self.skipped += 1
+                log.error("skipping an unreadable usage record at byte %d of %s", pos, self.path)
+            pos += len(line)
+        return records, start + end
+
+    def pending(self, position: OutboxPosition) -> list[UsageRecord]:
+        """Every record in complete lines after the committed ``position``."""
+        start, out = self.start_of(position), []
+        while True:
+            records, end = self.read(start)
+            out.extend(records)
+            if end == start:
+                return out
+            start = end
+
+    def size(self) -> int:
+        """The current file size in bytes."""
+        return os.fstat(self._fd).st_size
+
+    def rotate(self, flushed_to: int) -> OutboxPosition | None:
+        """If the file ends exactly at ``flushed_to`` (everything flushed),
+        truncate it and start a new generation; returns the new position to
+        commit, else ``None``. Synchronous, so no append can slip in between."""
+        if self.size() != flushed_to or flushed_to <= self._header_len:
+            return None
+        os.ftruncate(self._fd, 0)
+        self._gen, self._header_len = self._write_header()
+        return OutboxPosition(self._gen, self._header_len)
+
+    def close(self) -> None:
+        """Close the file descriptor (after the last flush)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

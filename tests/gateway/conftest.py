@@ -1,0 +1,142 @@
+"""Fixtures: real loopback upstreams and a real gateway, both served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.types import ASGIApp
+
+from cambist.domain.clock import ManualClock
+from cambist.domain.endpoint import Endpoint
+from cambist.gateway import (
+    GatewayDeps,
+    GatewaySettings,
+    RoutingTable,
+    create_gateway_app,
+)
+from cambist.testing import FakeAuthenticator, FakePriceList, FakeWallet
+
+from .upstream_app import FakeUpstream
+
+TENANT = "ten_acme"
+MODEL = "llama-3.1-8b"
+
+
+@contextlib.asynccontextmanager
+async def serve(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="critical", ws="none", http="h11",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Harness:
+    """A gateway wired to in-memory fakes, plus helpers to add upstreams."""
+
+    def __init__(self, stack: contextlib.AsyncExitStack, settings: GatewaySettings) -> None:
+        self.stack = stack
+        self.clock = ManualClock()
+        self.auth = FakeAuthenticator()
+        self.prices = FakePriceList()
+        self.price = self.prices.set(MODEL, "0.20", "0.80")
+        self.wallet = FakeWallet({TENANT: Decimal("10")})
+        self.secret, self.principal = self.auth.issue(TENANT)
+        self.table = RoutingTable(self.clock)
+        self.endpoints: list[Endpoint] = []
+        self.events: list[dict[str, Any]] = []
+        self.settings = settings
+        self.url = ""
+        self.client: httpx.AsyncClient
+
+    async def start(self) -> None:
+        http = await self.stack.enter_async_context(httpx.AsyncClient(trust_env=False))
+        deps = GatewayDeps(
+            authenticator=self.auth, prices=self.prices, wallet=self.wallet, routes=self.table,
+            clock=self.clock, http=http, settings=self.settings, on_event=self.events.append,
+        )
+        self.deps = deps
+        self.url = await self.stack.enter_async_context(serve(create_gateway_app(deps)))
+        self.client = await self.stack.enter_async_context(httpx.AsyncClient(
+            base_url=self.url, trust_env=False, timeout=10,
+            headers={"authorization": f"Bearer {self.secret}"},
+        ))
+
+    async def upstream(
+        self,
+        name: str,
+        *,
+        model: str = MODEL,
+        cost_per_hour: str = "2.00",
+        capacity_tok_s: float = 1000.0,
+        max_concurrency: int = 8,
+        context_length: int = 8192,
+        healthy: bool = True,
+        reasoning: bool = False,
+        url: str | None = None,
+    ) -> FakeUpstream:
+        """Start a fake upstream (or point at ``url``) and add it to the routing table."""
+        fake = FakeUpstream(name, reasoning=reasoning)
+        if url is None:
+            url = await self.stack.enter_async_context(serve(fake.app))
+        self.endpoints.append(Endpoint(
+            id=f"ep_{name}", model=model, url=url, supplier=f"sup_{name}", owner=None,
+            healthy=healthy, cost_per_hour=Decimal(cost_per_hour),
+            capacity_tok_s=capacity_tok_s, max_concurrency=max_concurrency,
+            context_length=context_length, created_at=1_700_000_000.0,
+        ))
+        self.table.swap(self.endpoints)
+        return fake
+
+    async def dead_upstream(self, name: str, **kw: Any) -> None:
+        """An endpoint on a port where nothing listens."""
+        await self.upstream(name, url=f"http://127.0.0.1:{free_port()}", **kw)
+
+
+@pytest.fixture
+def settings() -> GatewaySettings:
+    return GatewaySettings(upstream_connect_timeout_s=2.0, upstream_read_timeout_s=5.0)
+
+
+@pytest.fixture
+async def gw(settings: GatewaySettings) -> AsyncIterator[Harness]:
+    async with contextlib.AsyncExitStack() as stack:
+        harness = Harness(stack, settings)
+        await harness.start()
+        yield harness
+
+
+def chat_body(**extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "Say hello, please."}],
+            **extra}

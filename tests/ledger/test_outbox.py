@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cambist.domain.usage import UsageRecord
+from cambist.ledger.flusher import OutboxFlusher
+from cambist.ledger.journal import Journal
+from cambist.ledger.outbox import OutboxPosition, UsageOutbox, decode_record, encode_record
+
+D = Decimal
+Make = Callable[..., UsageRecord]
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[UsageOutbox]:
+    box = UsageOutbox(tmp_path / "usage.outbox")
+    yield box
+    box.close()
+
+
+async def _counts(engine: AsyncEngine) -> tuple[int, int]:
+    async with engine.connect() as conn:
+        rows = (await conn.exec_driver_sql("SELECT count(*) FROM usage")).scalar_one()
+        entries = (await conn.exec_driver_sql(
+            "SELECT count(*) FROM journal_entries WHERE kind = 'usage'")).scalar_one()
+    return rows, entries
+
+
+def test_record_round_trip(make_record: Make) -> None:
+    r = make_record("req_1", price="0.0012345")
+    line = encode_record(r)
+    assert line.endswith(b"\n") and b'"price":"0.0012345"' in line
+    assert decode_record(line) == r
+
+
+async def test_append_then_flush(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    flusher = OutboxFlusher(outbox, engine, journal)
+    assert flusher.interval_s == 0.2 and flusher.name
+    for i in range(5):
+        outbox.append(make_record(f"req_{i}", price="0.0015"))
+    await flusher.step(0.0)
+    assert await _counts(engine) == (5, 5)
+    assert await journal.tenant_balance(tenant) == D("-0.0075")
+    assert await journal.balance("platform:revenue:inference") == D("-0.0075")
+    await flusher.step(0.0)
+    assert await _counts(engine) == (5, 5)
+    assert await journal.check() == []
+
+
+async def test_crash_recovery_charges_each_record_once(
+    tmp_path: Path, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    path = tmp_path / "usage.outbox"
+    box = UsageOutbox(path)
+    flusher = OutboxFlusher(box, engine, journal)
+    for i in range(3):
+        box.append(make_record(f"early_{i}", price="0.01"))
+    await flusher.step(0.0)  # some flushed before the crash
+    for i in range(7):
+        box.append(make_record(f"late_{i}", price="0.01"))
+    with open(path, "ab") as f:  # a record torn by the crash
+        f.write(encode_record(make_record("torn", price="5"))[:40])
+    box.close()  # the process dies: nothing else is flushed
+    del box, flusher
+
+    box2 = UsageOutbox(path)
+    try:
+        flusher2 = OutboxFlusher(box2, engine, journal)
+        assert await flusher2.recover() >= 7
+        assert await _counts(engine) == (10, 10)
+        assert await journal.tenant_balance(tenant) == D("-0.10")
+        assert await flusher2.recover() == 0
+        box2.append(make_record("after", price="0.01"))  # the torn line did not eat it
+        await flusher2.recover()
+        assert await _counts(engine) == (11, 11)
+        assert await journal.tenant_balance(tenant) == D("-0.11")
+        assert box2.skipped == 1
+        assert await journal.check() == []
+    finally:
+        box2.close()
+
+
+async def test_partial_line_waits_until_complete(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    flusher = OutboxFlusher(outbox, engine, journal)
+    line = encode_record(make_record("slow", price="0.5"))
+    fd = os.open(outbox.path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line[:30])
+        await flusher.step(0.0)
+        assert await _counts(engine) == (0, 0)
+        os.write(fd, line[30:])
+    finally:
+        os.close(fd)
+    await flusher.step(0.0)
+    assert await _counts(engine) == (1, 1)
+
+
+async def test_zero_price_and_duplicates(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    flusher = OutboxFlusher(outbox, engine, journal)
+    outbox.append(make_record("free", price="0"))
+    outbox.append(make_record("dup", price="0.2"))
+    outbox.append(make_record("dup", price="0.2"))
+    await flusher.step(0.0)
+    outbox.append(make_record("dup", price="0.2"))
+    await flusher.step(0.0)
+    assert await _counts(engine) == (2, 1)
+    assert await journal.tenant_balance(tenant) == D("-0.2")
+    assert await journal.check() == []
+
+
+async def test_reflushing_a_committed_region_charges_nothing(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    flusher = OutboxFlusher(outbox, engine, journal)
+    for i in range(4):
+        outbox.append(make_record(f"r{i}"))
+    await flusher.step(0.0)
+    async with engine.begin() as conn:  # lose the committed position
+        await conn.exec_driver_sql("DELETE FROM settings WHERE key = 'outbox_offset'")
+    fresh = OutboxFlusher(outbox, engine, journal)
+    await fresh.step(0.0)
+    assert await _counts(engine) == (4, 4)
+    assert await journal.tenant_balance(tenant) == D("-0.004")
+
+
+async def test_rotation_after_everything_is_flushed(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    flusher = OutboxFlusher(outbox, engine, journal, rotate_bytes=1)
+    gen = outbox.generation
+    for i in range(3):
+        outbox.append(make_record(f"a{i}"))
+    await flusher.step(0.0)  # flushes
+    await flusher.step(0.0)  # nothing new: rotates
+    assert outbox.generation != gen
+    assert outbox.size() < 100
+    outbox.append(make_record("b0"))
+    await flusher.step(0.0)
+    assert await _counts(engine) == (4, 4)
+
+
+async def test_crash_between_truncate_and_commit(
+    tmp_path: Path, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    path = tmp_path / "usage.outbox"
+    box = UsageOutbox(path)
+    flusher = OutboxFlusher(box, engine, journal)
+    for i in range(3):
+        box.append(make_record(f"a{i}"))
+    await flusher.step(0.0)
+    assert box.rotate(box.size()) is not None  # truncated; the new position never committed
+    box.append(make_record("b0"))
+    box.close()
+    box2 = UsageOutbox(path)
+    try:
+        await OutboxFlusher(box2, engine, journal).recover()
+    finally:
+        box2.close()
+    assert await _counts(engine) == (4, 4)
+    assert await journal.tenant_balance(tenant) == D("-0.004")
+
+
+async def test_appends_during_a_flush_are_not_lost(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    flusher = OutboxFlusher(outbox, engine, journal)
+    outbox.append(make_record("x0"))
+    task = asyncio.create_task(flusher.step(0.0))
+    for i in range(1, 20):
+        await asyncio.sleep(0)
+        outbox.append(make_record(f"x{i}"))
+    await task
+    await flusher.recover()
+    assert await _counts(engine) == (20, 20)
+
+
+async def test_position_is_committed_with_the_rows(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    flusher = OutboxFlusher(outbox, engine, journal)
+    outbox.append(make_record("p0"))
+    await flusher.step(0.0)
+    async with engine.connect() as conn:
+        raw = (await conn.exec_driver_sql(
+            "SELECT value FROM settings WHERE key = 'outbox_offset'")).scalar_one()
+    pos = OutboxPosition.decode(raw)
+    assert pos == OutboxPosition(outbox.generation, outbox.size())
+
+
+def test_foreign_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text('{"hello": 1}\n')
+    with pytest.raises(ValueError, match="not a cambist usage outbox"):
+        UsageOutbox(path)
