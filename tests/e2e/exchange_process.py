@@ -69,7 +69,8 @@ class ExchangeProcess:
         self._log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cambist.cli", "up", "--port", str(self.port)],
-            env=_env(self.home, self.env_overrides), stdout=log, stderr=subprocess.STDOUT, text=True)
+            env=_env(self.home, self.env_overrides), stdout=log, stderr=subprocess.STDOUT,
+            text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

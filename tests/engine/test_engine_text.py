@@ -196,3 +196,17 @@ def test_continuation_starts_with_a_space() -> None:
     gen = plan_generation(GenerationRequest(seed=prompt_seed("Once upon"), continuation=True))
     assert gen.content_text.startswith(" ")
     assert count_text_tokens(gen.content_text) == gen.completion_tokens
+
+
+def test_minimal_instance_bounds_its_size() -> None:
+    nested: dict[str, Any] = {"type": "string"}
+    for _ in range(10):
+        nested = {"type": "array", "items": nested, "minItems": 16}
+    with pytest.raises(InvalidRequest):
+        minimal_instance(nested)
+    with pytest.raises(InvalidRequest):
+        minimal_instance({"$ref": "#"})
+    with pytest.raises(InvalidRequest) as err:
+        minimal_instance({"type": "string", "minLength": 10**9}, param="tools")
+    assert err.value.param == "tools"
+    assert len(minimal_instance({"type": "string", "minLength": 50}, word="ab")) >= 50

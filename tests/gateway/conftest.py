@@ -30,29 +30,39 @@ TENANT = "ten_acme"
 MODEL = "llama-3.1-8b"
 
 
-@contextlib.asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="off", log_level="critical", ws="none", http="h11",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+class Servers:
+    """Uvicorn servers on free loopback ports, all stopped together on exit."""
+
+    def __init__(self) -> None:
+        self._running: list[tuple[uvicorn.Server, asyncio.Task[None], socket.socket]] = []
+
+    async def start(self, app: ASGIApp) -> str:
+        """Serve ``app``; returns its base URL."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(
+            app, lifespan="off", log_level="critical", ws="none", http="h11",
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        self._running.append((server, task, sock))
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.002)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def __aenter__(self) -> Servers:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for server, _, _ in self._running:
+            server.should_exit = True
+        await asyncio.gather(*(task for _, task, _ in self._running))
+        for _, _, sock in self._running:
+            sock.close()
 
 
 def free_port() -> int:
@@ -65,8 +75,11 @@ def free_port() -> int:
 class Harness:
     """A gateway wired to in-memory fakes, plus helpers to add upstreams."""
 
-    def __init__(self, stack: contextlib.AsyncExitStack, settings: GatewaySettings) -> None:
+    def __init__(
+        self, stack: contextlib.AsyncExitStack, settings: GatewaySettings, *, in_process: bool
+    ) -> None:
         self.stack = stack
+        self.in_process = in_process
         self.clock = ManualClock()
         self.auth = FakeAuthenticator()
         self.prices = FakePriceList()
@@ -81,17 +94,28 @@ class Harness:
         self.client: httpx.AsyncClient
 
     async def start(self) -> None:
+        self.servers = await self.stack.enter_async_context(Servers())
         http = await self.stack.enter_async_context(httpx.AsyncClient(trust_env=False))
         deps = GatewayDeps(
             authenticator=self.auth, prices=self.prices, wallet=self.wallet, routes=self.table,
             clock=self.clock, http=http, settings=self.settings, on_event=self.events.append,
         )
         self.deps = deps
-        self.url = await self.stack.enter_async_context(serve(create_gateway_app(deps)))
-        self.client = await self.stack.enter_async_context(httpx.AsyncClient(
-            base_url=self.url, trust_env=False, timeout=10,
-            headers={"authorization": f"Bearer {self.secret}"},
-        ))
+        self.app = create_gateway_app(deps)
+        if self.in_process:
+            self.url = "http://gateway.test"
+        else:
+            self.url = await self.servers.start(self.app)
+        self.client = await self.stack.enter_async_context(
+            self.http_client(headers={"authorization": f"Bearer {self.secret}"})
+        )
+
+    def http_client(self, **kw: Any) -> httpx.AsyncClient:
+        """A client of the gateway (in process through ASGI, or over loopback)."""
+        transport = httpx.ASGITransport(app=self.app) if self.in_process else None
+        return httpx.AsyncClient(
+            base_url=self.url, trust_env=False, timeout=10, transport=transport, **kw
+        )
 
     async def upstream(
         self,
@@ -109,7 +133,7 @@ class Harness:
         """Start a fake upstream (or point at ``url``) and add it to the routing table."""
         fake = FakeUpstream(name, reasoning=reasoning)
         if url is None:
-            url = await self.stack.enter_async_context(serve(fake.app))
+            url = await self.servers.start(fake.app)
         self.endpoints.append(Endpoint(
             id=f"ep_{name}", model=model, url=url, supplier=f"sup_{name}", owner=None,
             healthy=healthy, cost_per_hour=Decimal(cost_per_hour),
@@ -131,8 +155,18 @@ def settings() -> GatewaySettings:
 
 @pytest.fixture
 async def gw(settings: GatewaySettings) -> AsyncIterator[Harness]:
+    """The gateway served by uvicorn on a loopback port."""
     async with contextlib.AsyncExitStack() as stack:
-        harness = Harness(stack, settings)
+        harness = Harness(stack, settings, in_process=False)
+        await harness.start()
+        yield harness
+
+
+@pytest.fixture
+async def gw_local(settings: GatewaySettings) -> AsyncIterator[Harness]:
+    """The gateway called in process through ``httpx.ASGITransport``."""
+    async with contextlib.AsyncExitStack() as stack:
+        harness = Harness(stack, settings, in_process=True)
         await harness.start()
         yield harness
 

@@ -25,20 +25,21 @@ def assert_error(r: httpx.Response, status: int, code: str | None, param: str | 
     return err
 
 
-async def test_missing_and_invalid_keys_are_401(gw: Harness) -> None:
-    await gw.upstream("a")
-    url = f"{gw.url}/v1/chat/completions"
-    async with httpx.AsyncClient(trust_env=False) as anon:
+async def test_missing_and_invalid_keys_are_401(gw_local: Harness) -> None:
+    gw = gw_local
+    await gw.dead_upstream("a")
+    async with gw.http_client() as anon:
         for headers in ({}, {"authorization": "Bearer sk-wrong"}, {"authorization": "Basic x"}):
-            r = await anon.post(url, json=chat_body(), headers=headers)
+            r = await anon.post("/v1/chat/completions", json=chat_body(), headers=headers)
             err = assert_error(r, 401, "invalid_api_key", None)
             assert err["type"] == "invalid_request_error"
-        r = await anon.get(f"{gw.url}/v1/models")
+        r = await anon.get("/v1/models")
         assert_error(r, 401, "invalid_api_key", None)
 
 
-async def test_admin_key_without_tenant_is_403(gw: Harness) -> None:
-    await gw.upstream("a")
+async def test_admin_key_without_tenant_is_403(gw_local: Harness) -> None:
+    gw = gw_local
+    await gw.dead_upstream("a")
     admin, _ = gw.auth.issue(None, scope="admin")
     r = await gw.client.post("/v1/chat/completions", json=chat_body(),
                              headers={"authorization": f"Bearer {admin}"})
@@ -100,9 +101,10 @@ PATH = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
 
 @pytest.mark.parametrize(("kind", "body", "status", "code", "param"), BAD_BODIES)
 async def test_bad_bodies(
-    gw: Harness, kind: str, body: Any, status: int, code: str, param: str | None
+    gw_local: Harness, kind: str, body: Any, status: int, code: str, param: str | None
 ) -> None:
-    up = await gw.upstream("a", context_length=8192)
+    gw = gw_local
+    await gw.dead_upstream("a", context_length=8192)
     if isinstance(body, bytes):
         r = await gw.client.post(PATH[kind], content=body,
                                  headers={"content-type": "application/json"})
@@ -110,7 +112,8 @@ async def test_bad_bodies(
         r = await gw.client.post(PATH[kind], json=body)
     assert_error(r, status, code, param)
     assert r.headers["x-request-id"].startswith("req_")
-    assert up.received == [] and gw.wallet.holds == {} and gw.wallet.records == []
+    assert gw.events == []  # no upstream was tried
+    assert gw.wallet.holds == {} and gw.wallet.records == []
 
 
 @pytest.fixture
@@ -118,8 +121,9 @@ def settings() -> GatewaySettings:
     return GatewaySettings(max_body_bytes=2048)
 
 
-async def test_body_over_the_limit_is_413(gw: Harness) -> None:
-    await gw.upstream("a")
+async def test_body_over_the_limit_is_413(gw_local: Harness) -> None:
+    gw = gw_local
+    await gw.dead_upstream("a")
     big = chat_body(messages=[{"role": "user", "content": "x" * 4096}])
     r = await gw.client.post("/v1/chat/completions", json=big)
     assert_error(r, 413, "payload_too_large", None)
@@ -135,12 +139,13 @@ async def test_body_over_the_limit_is_413(gw: Harness) -> None:
     assert_error(r, 413, "payload_too_large", None)
 
 
-async def test_known_model_without_healthy_endpoint_is_503(gw: Harness) -> None:
+async def test_known_model_without_healthy_endpoint_is_503(gw_local: Harness) -> None:
+    gw = gw_local
     gw.prices.set("qwen2.5-7b", "0.05", "0.10")  # priced, no endpoint at all
     r = await gw.client.post("/v1/chat/completions",
                              json={"model": "qwen2.5-7b", "messages": MSG})
     assert_error(r, 503, "no_healthy_endpoint", None)
-    await gw.upstream("down", healthy=False)  # routed, but unhealthy
+    await gw.dead_upstream("down", healthy=False)  # routed, but unhealthy
     r = await gw.client.post("/v1/chat/completions", json=chat_body())
     assert_error(r, 503, "no_healthy_endpoint", None)
 
@@ -154,15 +159,17 @@ async def test_routed_but_unpriced_model_is_503(gw: Harness) -> None:
     assert up.received == []
 
 
-async def test_unknown_path_and_method_are_openai_shaped(gw: Harness) -> None:
+async def test_unknown_path_and_method_are_openai_shaped(gw_local: Harness) -> None:
+    gw = gw_local
     r = await gw.client.get("/v1/nothing-here")
     assert_error(r, 404, "not_found", None)
     r = await gw.client.get("/v1/chat/completions")
     assert_error(r, 405, "http_405", None)
 
 
-async def test_unexpected_exception_is_a_clean_500(gw: Harness) -> None:
-    await gw.upstream("a")
+async def test_unexpected_exception_is_a_clean_500(gw_local: Harness) -> None:
+    gw = gw_local
+    await gw.dead_upstream("a")
 
     def broken_authenticate(secret: str) -> None:
         raise RuntimeError("secret internals /etc/passwd")

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from cambist.domain.errors import InsufficientCredit
+from cambist.domain.errors import Conflict, InsufficientCredit
 from cambist.domain.usage import UsageRecord
 from cambist.testing import FakeAuthenticator, FakePriceList, FakeWallet
 
@@ -24,7 +24,8 @@ def test_wallet_holds_charges_and_is_idempotent() -> None:
     with pytest.raises(InsufficientCredit):
         wallet.reserve("t", Decimal("0.50"), "req_2")
     wallet.settle(r1, record("req_1", "0.25"))
-    wallet.settle(r1, record("req_1", "0.25"))
+    with pytest.raises(Conflict):
+        wallet.settle(r1, record("req_1", "0.25"))
     assert wallet.balance("t") == Decimal("0.75") and wallet.available("t") == Decimal("0.75")
     r2 = wallet.reserve("t", Decimal("0.50"), "req_2")
     wallet.release(r2)

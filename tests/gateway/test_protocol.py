@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -18,7 +19,8 @@ MSG = [{"role": "user", "content": "hello there"}]
 
 
 def parse(body: Any, kind: str = "chat") -> Any:
-    return parse_request(orjson.dumps(body), kind, max_tokens_cap=1000)  # type: ignore[arg-type]
+    raw = json.dumps(body).encode()  # stdlib: also big integers orjson would refuse
+    return parse_request(raw, kind, max_tokens_cap=1000)  # type: ignore[arg-type]
 
 
 def test_rewrite_is_minimal_and_serialized_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -82,7 +84,7 @@ fields = st.sampled_from(["model", "messages", "prompt", "input", "max_tokens", 
                           "max_completion_tokens"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.sampled_from(["chat", "completions", "embeddings"]),
        st.dictionaries(fields, json_values, max_size=6),
        st.lists(st.dictionaries(st.sampled_from(["role", "content", "name", "tool_calls"]),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 import orjson
+import pytest
 
 from cambist.domain.tokens import count_chat_tokens, count_text_tokens
 
@@ -184,3 +186,19 @@ async def test_reservation_covers_max_tokens_and_charge_never_exceeds_it(gw: Har
     cap = gw.price.charge(prompt, 2)
     [rec] = gw.wallet.records
     assert rec.price == cap and Decimal(r.headers["x-cambist-cost"]) == cap
+
+
+async def test_logs_hold_no_prompt_or_completion_text(
+    gw: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    up = await gw.upstream("a")
+    secret_prompt = "zebra-sapphire-prompt"
+    body = chat_body(messages=[{"role": "user", "content": secret_prompt}], odd_field=1)
+    with caplog.at_level(logging.DEBUG, logger="cambist"):
+        await gw.client.post("/v1/chat/completions", json=body)
+        await gw.client.post("/v1/chat/completions", json={**body, "stream": True})
+        up.die_after = 2
+        await gw.client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert "odd_field" in caplog.text  # field names are logged ...
+    assert secret_prompt not in caplog.text  # ... never their text
+    assert all(p.strip() not in caplog.text for p in ("quick", "brown"))

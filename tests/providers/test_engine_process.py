@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sys
 from decimal import Decimal
@@ -17,6 +19,7 @@ from cambist.providers import (
     EngineSpec,
     LocalGpu,
     LocalSupplier,
+    SimSupplier,
     launch_reference_engine,
     list_engine_records,
     pid_alive,
@@ -125,3 +128,50 @@ async def test_local_gpu_declarations_are_validated(tmp_path: Path) -> None:
     local = LocalSupplier([LocalGpu("RTX5090-32GB", 1, Decimal("0.40"))], tmp_path)
     (offer,) = await local.list_offers(0.0)
     assert offer.sku is None and "no datasheet" in offer.sku_note and offer.vram_gib == 32
+
+
+def _write_record(state_dir: Path, lease_id: str, pid: int, command: list[str]) -> None:
+    (state_dir / "engines").mkdir(exist_ok=True)
+    body = {"lease_id": lease_id, "pid": pid, "url": "http://127.0.0.1:1", "model": "m",
+            "command": command}
+    (state_dir / "engines" / f"{lease_id}.json").write_text(json.dumps(body))
+
+
+async def test_orphan_engine_from_a_previous_run_is_stopped(
+    tmp_path: Path, fake_engine_argv: list[str]
+) -> None:
+    argv = [*fake_engine_argv, "--model", "m", "--port", "0"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout is not None
+    assert (await proc.stdout.readline()).startswith(b"CAMBIST_ENGINE_READY ")
+    _write_record(tmp_path, "lease_orphan", proc.pid, argv)
+    (record,) = list_engine_records(tmp_path)
+    await stop_engine_process(EngineHandle(record.url, None, "lease_orphan", "m"), tmp_path)
+    assert await asyncio.wait_for(proc.wait(), 5) == 0
+    assert list_engine_records(tmp_path) == []
+
+
+async def test_a_reused_pid_is_never_killed(tmp_path: Path) -> None:
+    _write_record(tmp_path, "lease_old", os.getpid(), ["/gone/engine", "--port", "0"])
+    await stop_engine_process(EngineHandle("http://127.0.0.1:1", None, "lease_old", "m"),
+                              tmp_path)
+    assert pid_alive(os.getpid())  # still here
+    assert list_engine_records(tmp_path) == []
+
+
+@pytest.mark.parametrize(("spec_scale", "expected"), [(1.0, "0.1"), (0.5, "0.5")])
+async def test_time_scale_is_applied_once(
+    tmp_path: Path, fake_engine_argv: list[str], spec_scale: float, expected: str
+) -> None:
+    sim = SimSupplier("vast", tmp_path, time_scale=0.1, reference_engine_argv=fake_engine_argv)
+    handle = await sim.launch_engine(
+        EngineSpec(model="m", sku="L4-24GB", gpu_count=1, lease_id="lease_ts",
+                   time_scale=spec_scale)
+    )
+    try:
+        (record,) = list_engine_records(tmp_path)
+        assert record.command[record.command.index("--time-scale") + 1] == expected
+    finally:
+        await sim.stop_engine(handle)

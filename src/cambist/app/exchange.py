@@ -102,7 +102,7 @@ async def open_exchange(settings: Settings, role: Role = "up",
     await wallet.load()
     events = EventLog(db)
     buffer = EventBuffer(events)
-    routes = RoutingTable()
+    routes = RoutingTable(clock)
     refresh = RoutingRefresh(db, routes, clock)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000,
                                                  max_keepalive_connections=200))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import signal
+from collections.abc import Iterator
 import logging
 import socket
 
 import uvicorn
 from rich.console import Console
-from rich.panel import Panel
 
 from cambist.app.bootstrap import Connection, bootstrap, read_connection
 from cambist.app.exchange import Role, open_exchange
@@ -17,6 +19,24 @@ from cambist.app.server import create_app
 from cambist.config import Settings
 
 __all__ = ["PortInUse", "banner", "serve"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but SIGINT/SIGTERM end a clean shutdown with exit code 0 instead
+    of being re-raised after it (engines and the outbox are handled in the
+    lifespan)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        sigs = (signal.SIGINT, signal.SIGTERM)
+        for sig in sigs:
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in sigs:
+                loop.remove_signal_handler(sig)
 
 
 class PortInUse(OSError):
@@ -69,6 +89,8 @@ async def serve(settings: Settings, role: Role = "up", console: Console | None =
     console = console or Console()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     sock = _bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     base_url = f"http://{settings.host}:{port}"
@@ -76,7 +98,7 @@ async def serve(settings: Settings, role: Role = "up", console: Console | None =
     try:
         if role == "up":
             conn = await bootstrap(ex, base_url)
-            console.print(Panel.fit(banner(conn, str(settings.home))))
+            console.print(banner(conn, str(settings.home)), soft_wrap=True, highlight=False)
         else:
             saved = read_connection(settings.connection_file)
             console.print(f"Cambist gateway at {base_url}/v1 on the store of {settings.home}"
@@ -88,7 +110,7 @@ async def serve(settings: Settings, role: Role = "up", console: Console | None =
     app = create_app(ex)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     try:
         await server.serve(sockets=[sock])
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -130,10 +131,8 @@ def register(app: typer.Typer) -> None:
                     view.update(_leases_table(await c.get("/v1/leases", active=active)))
                     await asyncio.sleep(1.0)
 
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             run_client(ctx, live)
-        except KeyboardInterrupt:
-            pass
 
     @app.command()
     def release(ctx: typer.Context, lease: Annotated[str, typer.Argument(help="Lease id.")]) \

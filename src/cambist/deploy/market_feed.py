@@ -18,7 +18,8 @@ class MarketFeed:
 
     name = "market-feed"
 
-    def __init__(self, suppliers: SupplierRegistry, book: OfferBook, interval_s: float = 5.0) -> None:
+    def __init__(self, suppliers: SupplierRegistry, book: OfferBook,
+                 interval_s: float = 5.0) -> None:
         self.suppliers, self.book, self.interval_s = suppliers, book, interval_s
 
     async def step(self, now: float) -> None:

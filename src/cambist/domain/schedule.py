@@ -10,6 +10,7 @@ No loop sleeps or keeps its own timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -52,10 +53,8 @@ class RealTimeScheduler:
                 raise
             except Exception:
                 log.exception("loop %s failed a step", loop.name)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=loop.interval_s)
-            except TimeoutError:
-                pass
 
     async def stop(self) -> None:
         """Stop every loop and wait for them."""
@@ -63,8 +62,6 @@ class RealTimeScheduler:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks.clear()

@@ -134,7 +134,8 @@ def _family_token(raw: str) -> str:
     s = re.sub(r"GPU ?\d+X ?", " ", s)  # lambda-style 'gpu_8x_h100_sxm5'
     s = s.replace("RTX PRO", "RTXPRO").replace("RTX-PRO", "RTXPRO").replace("RTX ", "RTX")
     s = s.replace("RTX-", "RTX").replace("-ADA", "ADA").replace(" ADA", "ADA")
-    s = s.replace("RTXPRO-", "RTXPRO").replace("RTXPRO6000S", "RTXPRO6000")
+    s = s.replace("RTXPRO-", "RTXPRO").replace("RTXPRO ", "RTXPRO")
+    s = s.replace("RTXPRO6000S", "RTXPRO6000")
     for tok in re.split(r"[\s/]+", s.strip()):
         tok = tok.strip("-")
         tok = re.sub(r"-?\d+GB$", "", tok)
@@ -196,7 +197,8 @@ def normalize_gpu(raw: str, memory_gib: float | None = None) -> SkuMatch:
     if fam in simple:
         sku = simple[fam]
         if fam == "RTX4090" and mem is not None and mem > 30:
-            return SkuMatch(raw, None, "RTX 4090 reported with 48 GB: a modified card, specs unknown")
+            return SkuMatch(raw, None,
+                            "RTX 4090 reported with 48 GB: a modified card, specs unknown")
         if fam == "V100" and mem is not None and mem < 20:
             return SkuMatch(raw, None, "V100 16GB has no datasheet row shipped")
         return SkuMatch(raw, sku)

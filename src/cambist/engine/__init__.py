@@ -9,6 +9,7 @@
 
 from cambist.engine.config import EngineConfig, ResolvedEngine, resolve_engine
 from cambist.engine.core import EngineCore, StepResult
+from cambist.engine.runtime import EngineRuntime, TokenFeed
 from cambist.engine.server import create_app
 from cambist.engine.text import Generation, GenerationRequest, plan_generation, split_tokens
 from cambist.engine.virtual import Arrival, RequestTiming, VirtualRun, run_virtual
@@ -17,11 +18,13 @@ __all__ = [
     "Arrival",
     "EngineConfig",
     "EngineCore",
+    "EngineRuntime",
     "Generation",
     "GenerationRequest",
     "RequestTiming",
     "ResolvedEngine",
     "StepResult",
+    "TokenFeed",
     "VirtualRun",
     "create_app",
     "plan_generation",

@@ -66,6 +66,9 @@ async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
     def stop() -> None:
         server.should_exit = True
 
+    # uvicorn swaps in its own handlers while serving and, on exit, restores
+    # these and re-raises the signal it caught; it lands here and only asks
+    # for the (already running) graceful exit, so the process exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -20,6 +20,8 @@ __all__ = ["minimal_instance"]
 
 _MAX_DEPTH = 32
 _MAX_ITEMS = 16
+_MAX_NODES = 2_000
+_MAX_STRING = 4_096
 _FORMATS = {
     "date-time": "2026-01-01T00:00:00Z",
     "date": "2026-01-01",
@@ -32,31 +34,105 @@ _FORMATS = {
 }
 
 
-def minimal_instance(schema: Any, word: str = "text") -> Any:
+def minimal_instance(schema: Any, word: str = "text", *, param: str = "response_format") -> Any:
     """A small value valid under ``schema``; strings default to ``word``.
 
-    Raises ``InvalidRequest`` for a schema that is not an object or whose
-    local ``$ref`` cannot be resolved.
+    Raises ``InvalidRequest`` (naming ``param``) for a schema that is not an
+    object, uses an unknown type, has an unresolvable ``$ref``, nests too
+    deeply or would need too large an instance.
     """
     if isinstance(schema, bool):
         return {}
     if not isinstance(schema, Mapping):
-        raise InvalidRequest("a JSON schema must be an object", param="response_format")
-    return _instance(schema, schema, word, 0)
+        raise InvalidRequest("a JSON schema must be an object", param=param)
+    return _Builder(schema, word, param).instance(schema, 0)
 
 
-def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
-    if not ref.startswith("#"):
-        raise InvalidRequest(f"only local $ref is supported, got {ref!r}", param="response_format")
-    node: Any = root
-    for part in (p for p in ref[1:].split("/") if p):
-        part = part.replace("~1", "/").replace("~0", "~")
-        if not isinstance(node, Mapping) or part not in node:
-            raise InvalidRequest(f"unresolvable $ref {ref!r}", param="response_format")
-        node = node[part]
-    if not isinstance(node, Mapping):
-        raise InvalidRequest(f"$ref {ref!r} is not a schema", param="response_format")
-    return node
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+class _Builder:
+    def __init__(self, root: Mapping[str, Any], word: str, param: str) -> None:
+        self.root = root
+        self.word = word
+        self.param = param
+        self.nodes = 0
+
+    def fail(self, message: str) -> InvalidRequest:
+        return InvalidRequest(message, param=self.param)
+
+    def resolve(self, ref: Any) -> Mapping[str, Any]:
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise self.fail(f"only local $ref is supported, got {ref!r}")
+        node: Any = self.root
+        for part in (p for p in ref[1:].split("/") if p):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, Mapping) or part not in node:
+                raise self.fail(f"unresolvable $ref {ref!r}")
+            node = node[part]
+        if not isinstance(node, Mapping):
+            raise self.fail(f"$ref {ref!r} is not a schema")
+        return node
+
+    def instance(self, schema: Mapping[str, Any], depth: int) -> Any:
+        self.nodes += 1
+        if depth > _MAX_DEPTH or self.nodes > _MAX_NODES:
+            raise self.fail("JSON schema nests too deeply or needs too large an instance")
+        if "$ref" in schema:
+            return self.instance(self.resolve(schema["$ref"]), depth + 1)
+        if "const" in schema:
+            return schema["const"]
+        enum = schema.get("enum")
+        if isinstance(enum, list) and enum:
+            return enum[0]
+        for key in ("anyOf", "oneOf"):
+            branches = schema.get(key)
+            if isinstance(branches, list) and branches and isinstance(branches[0], Mapping):
+                return self.instance(branches[0], depth + 1)
+        all_of = schema.get("allOf")
+        if isinstance(all_of, list) and all_of:
+            merged: dict[str, Any] = {}
+            for part in all_of:
+                if isinstance(part, Mapping):
+                    _merge(merged, self.resolve(part["$ref"]) if "$ref" in part else part)
+            return self.instance(merged, depth + 1)
+        return self.typed(_pick_type(schema), schema, depth)
+
+    def child(self, schema: Any, depth: int) -> Any:
+        if isinstance(schema, bool) or schema is None:
+            return self.word
+        if not isinstance(schema, Mapping):
+            raise self.fail("a JSON schema must be an object")
+        return self.instance(schema, depth + 1)
+
+    def typed(self, kind: str | None, schema: Mapping[str, Any], depth: int) -> Any:
+        if kind == "object" or kind is None:
+            props = schema.get("properties")
+            props = props if isinstance(props, Mapping) else {}
+            required = schema.get("required")
+            if isinstance(required, list):
+                names = [n for n in props if n in required]
+                names += [n for n in required if n not in props and isinstance(n, str)]
+            else:
+                names = list(props)
+            return {n: self.child(props.get(n), depth) for n in names}
+        if kind == "string":
+            if _int(schema.get("minLength"), 0) > _MAX_STRING:
+                raise self.fail(f"minLength over {_MAX_STRING} is not supported")
+            return _string(schema, self.word)
+        if kind in ("number", "integer"):
+            return _number(schema, integer=kind == "integer")
+        if kind == "boolean":
+            return False
+        if kind == "null":
+            return None
+        if kind == "array":
+            count = min(_int(schema.get("minItems"), 0), _MAX_ITEMS)
+            items = schema.get("items")
+            item_schema = items if isinstance(items, Mapping) else {"type": "string"}
+            return [self.instance(item_schema, depth + 1) for _ in range(count)]
+        raise self.fail(f"unsupported JSON schema type {kind!r}")
 
 
 def _pick_type(schema: Mapping[str, Any]) -> str | None:
@@ -73,31 +149,6 @@ def _pick_type(schema: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _instance(schema: Mapping[str, Any], root: Mapping[str, Any], word: str, depth: int) -> Any:
-    if depth > _MAX_DEPTH:
-        raise InvalidRequest("JSON schema nests too deeply", param="response_format")
-    if "$ref" in schema:
-        return _instance(_resolve(str(schema["$ref"]), root), root, word, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    for key in ("anyOf", "oneOf"):
-        branches = schema.get(key)
-        if isinstance(branches, list) and branches and isinstance(branches[0], Mapping):
-            return _instance(branches[0], root, word, depth + 1)
-    all_of = schema.get("allOf")
-    if isinstance(all_of, list) and all_of:
-        merged: dict[str, Any] = {}
-        for part in all_of:
-            if isinstance(part, Mapping):
-                part = _resolve(str(part["$ref"]), root) if "$ref" in part else part
-                _merge(merged, part)
-        return _instance(merged, root, word, depth + 1)
-    return _typed(_pick_type(schema), schema, root, word, depth)
-
-
 def _merge(into: dict[str, Any], part: Mapping[str, Any]) -> None:
     for k, v in part.items():
         if k == "properties" and isinstance(v, Mapping):
@@ -108,50 +159,14 @@ def _merge(into: dict[str, Any], part: Mapping[str, Any]) -> None:
             into.setdefault(k, v)
 
 
-def _typed(
-    kind: str | None, schema: Mapping[str, Any], root: Mapping[str, Any], word: str, depth: int
-) -> Any:
-    if kind == "object" or kind is None:
-        props = schema.get("properties")
-        props = props if isinstance(props, Mapping) else {}
-        required = schema.get("required")
-        if isinstance(required, list):
-            names = [n for n in props if n in required]
-            names += [n for n in required if n not in props and isinstance(n, str)]
-        else:
-            names = list(props)
-        return {
-            n: _instance(props[n], root, word, depth + 1) if isinstance(props.get(n), Mapping)
-            else word
-            for n in names
-        }
-    if kind == "string":
-        return _string(schema, word)
-    if kind in ("number", "integer"):
-        return _number(schema, integer=kind == "integer")
-    if kind == "boolean":
-        return False
-    if kind == "null":
-        return None
-    if kind == "array":
-        items = schema.get("items")
-        count = min(_int(schema.get("minItems"), 0), _MAX_ITEMS)
-        item_schema = items if isinstance(items, Mapping) else {"type": "string"}
-        return [_instance(item_schema, root, word, depth + 1) for _ in range(count)]
-    raise InvalidRequest(f"unsupported JSON schema type {kind!r}", param="response_format")
-
-
-def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
 def _string(schema: Mapping[str, Any], word: str) -> str:
     fmt = schema.get("format")
     text = _FORMATS.get(fmt, word) if isinstance(fmt, str) else word
     lo = _int(schema.get("minLength"), 0)
     hi = _int(schema.get("maxLength"), -1)
-    while len(text) < lo:
-        text += word or "x"
+    if len(text) < lo:
+        unit = word or "x"
+        text = unit * (lo // len(unit) + 1)
     return text[:hi] if hi >= 0 else text
 
 

@@ -241,7 +241,8 @@ def plan_generation(req: GenerationRequest) -> Generation:
     if tool is not None:
         call_id = "call_" + hashlib.sha256(f"{req.seed}:tool".encode()).hexdigest()[:24]
         params = tool.get("parameters")
-        args = minimal_instance(params if params is not None else {}, word=rng.choice(_WORDS))
+        schema = params if params is not None else {}
+        args = minimal_instance(schema, word=rng.choice(_WORDS), param="tools")
         tokens += [Token("tool_name", p) for p in split_tokens(str(tool.get("name", "")))]
         tokens += [Token("tool_args", p) for p in split_tokens(json.dumps(args))]
         finish = "tool_calls"

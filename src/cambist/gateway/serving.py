@@ -31,7 +31,7 @@ from cambist.gateway.errors import (
 from cambist.gateway.metering import Meter, usage_of_body
 from cambist.gateway.protocol import Kind, ParsedRequest, check_context_length, parse_request
 from cambist.gateway.streaming import RelayResponse, StreamRelay
-from cambist.gateway.upstream import UpstreamResult, forward
+from cambist.gateway.upstream import UpstreamResult, close_quietly, forward
 
 __all__ = ["GatewayService", "format_decimal"]
 
@@ -120,7 +120,14 @@ class GatewayService:
         except BaseException:
             meter.release()
             raise
-        return self._respond(parsed, result, meter)
+        try:
+            return self._respond(parsed, result, meter)
+        except BaseException:
+            meter.release()
+            if result.events is not None:
+                deps.routes.release(result.route)
+                await close_quietly(result.response)
+            raise
 
     def _respond(self, parsed: ParsedRequest, result: UpstreamResult, meter: Meter) -> Response:
         headers = {

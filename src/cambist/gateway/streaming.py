@@ -122,12 +122,19 @@ class StreamRelay:
         if usage is None:
             completion, reasoning = self._delivered.tokens()
             usage = Usage(self._request.prompt_tokens, completion, reasoning)
-        self._meter.settle(self._result.route, usage, "ok", self._ttft_ms)
+        self._settle(usage, "ok")
 
     def _settle_partial(self) -> None:
         completion, reasoning = self._delivered.tokens()
-        usage = Usage(self._request.prompt_tokens, completion, reasoning)
-        self._meter.settle(self._result.route, usage, "partial", self._ttft_ms)
+        self._settle(Usage(self._request.prompt_tokens, completion, reasoning), "partial")
+
+    def _settle(self, usage: Usage, status: str) -> None:
+        # A metering failure must not cut off a client that is being served;
+        # the wallet keeps the hold when settling fails.
+        try:
+            self._meter.settle(self._result.route, usage, status, self._ttft_ms)
+        except Exception:
+            log.exception("settling stream request %s failed", self._meter.request_id)
 
     async def finish(self) -> None:
         """Settle whatever was delivered if the stream did not finish (the client

@@ -12,6 +12,7 @@ passed back as they are. httpx errors are translated here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ def _emit(
             "supplier": route.supplier,
             "attempt": attempt,
             "outcome": outcome,
-            "marginal_cost_per_mtok": score,
+            "marginal_cost_per_mtok": score if math.isfinite(score) else None,
             "in_flight": deps.routes.stats(route.id).in_flight,
         },
     })

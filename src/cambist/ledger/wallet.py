@@ -178,7 +178,7 @@ class TenantWallet:
         async with self._lock:
             posted = await self._journal.post_many(entries)
             if owner_tenant is not None and posted[-1]:
-                pass
+                self._add(owner_tenant, -to_micros(amount * (1 + fee_rate)))
         return any(posted)
 
     def _add(self, tenant_id: str, micros: int) -> None:

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +35,7 @@ from cambist.providers.base import EngineHandle, EngineSpec
 __all__ = [
     "READY_PREFIX",
     "EngineRecord",
+    "effective_time_scale",
     "launch_command_engine",
     "launch_reference_engine",
     "list_engine_records",
@@ -188,7 +190,9 @@ async def _fail(child: _Child, what: str, supplier: str, *, retryable: bool) -> 
     )
 
 
-async def _await_ready_line(child: _Child, timeout_s: float, supplier: str) -> dict:
+async def _await_ready_line(
+    child: _Child, timeout_s: float, supplier: str
+) -> dict[str, Any]:
     assert child.proc.stdout is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -246,6 +250,13 @@ async def launch_reference_engine(
     rec = EngineRecord(spec.lease_id, child.proc.pid, url, spec.model, tuple(argv))
     _write_record(state_dir, rec)
     return EngineHandle(url=url, pid=child.proc.pid, lease_id=spec.lease_id, model=spec.model)
+
+
+def effective_time_scale(spec: EngineSpec, supplier_default: float) -> float:
+    """The time scale a reference engine runs at: the spec's when it sets one
+    (anything but the default 1.0), else the supplier's default. Never the
+    product of both, so a caller that sets both to the same value gets it once."""
+    return spec.time_scale if spec.time_scale != 1.0 else supplier_default
 
 
 def _free_port(host: str) -> int:
@@ -323,10 +334,10 @@ async def stop_engine_process(
 ) -> None:
     """Stop an engine: SIGTERM to its process group, up to ``grace_s`` to exit,
     then SIGKILL; remove its record. No error if it is already gone."""
-    pid = handle.pid
-    if pid is None:
-        recs = [r for r in list_engine_records(state_dir) if r.lease_id == handle.lease_id]
-        pid = recs[0].pid if recs else None
+    recs = [r for r in list_engine_records(state_dir) if r.lease_id == handle.lease_id]
+    pid = handle.pid if handle.pid is not None else (recs[0].pid if recs else None)
+    if pid is not None and pid not in _CHILDREN and recs and not _runs(pid, recs[0].command):
+        pid = None  # the engine is gone and its pid now belongs to another process
     if pid is not None:
         child = _CHILDREN.get(pid)
         running = child.proc.returncode is None if child is not None else pid_alive(pid)
@@ -339,6 +350,15 @@ async def stop_engine_process(
         else:
             await _wait_gone(pid, grace_s)
     _record_path(state_dir, handle.lease_id).unlink(missing_ok=True)
+
+
+def _runs(pid: int, command: Sequence[str]) -> bool:
+    """Whether ``pid`` still runs ``command`` (where ``/proc`` can tell)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid_alive(pid)
+    return raw.split(b"\0")[: len(command)] == [c.encode() for c in command]
 
 
 async def _wait_gone(pid: int, grace_s: float) -> None:

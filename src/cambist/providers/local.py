@@ -21,6 +21,7 @@ from cambist.domain.sku import gpu_specs, normalize_gpu
 from cambist.providers.base import EngineHandle, EngineSpec, SupplierLease
 from cambist.providers.engine_process import (
     TEMPLATE_FIELDS,
+    effective_time_scale,
     launch_command_engine,
     launch_reference_engine,
     render_command,
@@ -98,6 +99,12 @@ class LocalSupplier:
     def _offer(self, index: int, gpu: LocalGpu) -> Offer:
         if gpu.count < 1:
             raise InvalidRequest(f"local GPU group {gpu.sku}: count must be >= 1", param="count")
+        if isinstance(gpu.price_per_gpu_hour, float):
+            raise InvalidRequest(
+                f"local GPU group {gpu.sku}: give the price as a Decimal or a string, not a "
+                f"float ({gpu.price_per_gpu_hour!r})",
+                param="price",
+            )
         price = Decimal(gpu.price_per_gpu_hour)
         if price < 0:
             raise InvalidRequest(f"local GPU group {gpu.sku}: price must be >= 0", param="price")
@@ -171,7 +178,7 @@ class LocalSupplier:
     async def launch_engine(self, spec: EngineSpec) -> EngineHandle:
         """Start the configured engine on this machine and return once it serves."""
         if self.engine_command is None:
-            scaled = replace(spec, time_scale=spec.time_scale * self.time_scale)
+            scaled = replace(spec, time_scale=effective_time_scale(spec, self.time_scale))
             return await launch_reference_engine(
                 scaled, self.state_dir, engine_argv=self._engine_argv, supplier=self.name
             )

@@ -38,8 +38,8 @@ def build_default_registry(
 ) -> SupplierRegistry:
     """Every simulated supplier plus the local one, sharing ``state_dir``.
 
-    ``local_gpus`` defaults to :data:`DEFAULT_LOCAL_GPUS`; ``time_scale``
-    multiplies the time scale of reference engines the suppliers launch;
+    ``local_gpus`` defaults to :data:`DEFAULT_LOCAL_GPUS`; ``time_scale`` is
+    the reference engines' time scale unless an ``EngineSpec`` sets its own;
     ``reference_engine_argv`` replaces ``python -m cambist.engine`` (tests).
     """
     registry = SupplierRegistry()

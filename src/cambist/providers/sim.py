@@ -32,7 +32,11 @@ from cambist.domain.offer import Offer, TermPrice
 from cambist.domain.sku import normalize_gpu
 from cambist.providers.base import EngineHandle, EngineSpec, SupplierLease
 from cambist.providers.catalog import PriceLevel, jurisdiction_of, price_levels_for
-from cambist.providers.engine_process import launch_reference_engine, stop_engine_process
+from cambist.providers.engine_process import (
+    effective_time_scale,
+    launch_reference_engine,
+    stop_engine_process,
+)
 from cambist.providers.lease_store import LeaseRecord, LeaseStore, lease_id_for
 from cambist.providers.sim_profiles import (
     PROFILES,
@@ -106,8 +110,9 @@ class SimSupplier:
         profile: SupplierProfile | None = None,
         levels: Sequence[PriceLevel] | None = None,
     ) -> None:
-        """``time_scale`` multiplies the ``time_scale`` of engines this supplier
-        launches; ``reference_engine_argv`` replaces ``python -m cambist.engine``."""
+        """``time_scale`` is the reference engines' time scale unless an
+        ``EngineSpec`` sets its own; ``reference_engine_argv`` replaces
+        ``python -m cambist.engine``."""
         if profile is None and name not in PROFILES:
             raise ValueError(f"no simulation profile for supplier {name!r}")
         if spot_preemption_per_hour < 0 or provision_delay_s < 0 or offer_ttl_s <= 0:
@@ -307,7 +312,7 @@ class SimSupplier:
 
     async def launch_engine(self, spec: EngineSpec) -> EngineHandle:
         """Start the reference engine simulating ``spec``'s GPUs."""
-        scaled = replace(spec, time_scale=spec.time_scale * self.time_scale)
+        scaled = replace(spec, time_scale=effective_time_scale(spec, self.time_scale))
         return await launch_reference_engine(
             scaled, self.state_dir, engine_argv=self._engine_argv, supplier=self.name
         )

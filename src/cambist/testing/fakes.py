@@ -3,7 +3,9 @@
 They keep the same contract as the real ledger-backed implementations:
 ``FakeWallet`` holds credit per tenant, refuses a reservation larger than the
 available balance (balance minus holds in flight) with ``InsufficientCredit``,
-charges exactly ``record.price`` on settle, and is idempotent on the request id.
+charges exactly ``record.price`` on settle (unrounded: the ledger's wallet rounds
+to micro-dollars), refuses to settle a hold twice, and returns the same hold
+when asked again for the same request id.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from cambist.domain.billing import ModelPrice, Principal, Reservation, Scope
-from cambist.domain.errors import InsufficientCredit, InvalidRequest, NotFound
+from cambist.domain.errors import Conflict, InsufficientCredit, InvalidRequest
 from cambist.domain.money import ZERO
 from cambist.domain.usage import UsageRecord
 
@@ -94,7 +96,6 @@ class FakeWallet:
         self.records: list[UsageRecord] = []
         self.released: list[Reservation] = []
         self._by_request: dict[str, Reservation] = {}
-        self._settled: dict[str, UsageRecord] = {}
 
     def deposit(self, tenant_id: str, amount: Decimal | str) -> None:
         """Add credit to ``tenant_id``."""
@@ -138,14 +139,17 @@ class FakeWallet:
         return reservation
 
     def settle(self, reservation: Reservation, record: UsageRecord) -> None:
-        """Charge ``record.price`` and drop the hold; settling twice charges once."""
-        if record.request_id in self._settled:
-            return
+        """Charge ``record.price`` and drop the hold. Like the ledger's wallet, raises
+        ``Conflict`` if the hold was already settled or released (so nothing is
+        charged twice) and ``ValueError`` for another tenant's record or a negative price."""
         if reservation.id not in self.holds:
-            raise NotFound(f"no hold {reservation.id} in flight")
+            raise Conflict(f"reservation {reservation.id} was already settled or released")
+        if record.tenant_id != reservation.tenant_id:
+            raise ValueError(f"record {record.request_id} is for another tenant")
+        if record.price < 0:
+            raise ValueError(f"record {record.request_id} has a negative price")
         del self.holds[reservation.id]
         self._balances[reservation.tenant_id] = self.balance(reservation.tenant_id) - record.price
-        self._settled[record.request_id] = record
         self.records.append(record)
 
     def release(self, reservation: Reservation) -> None:

@@ -17,7 +17,8 @@ Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Cambist</title><style>
 body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}}
-table{{border-collapse:collapse}}td,th{{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}}
+table{{border-collapse:collapse}}
+td,th{{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}}
 code{{background:#f4f4f4;padding:.1rem .3rem}}</style></head><body>
 <h1>Cambist exchange</h1>
 <p>OpenAI-compatible API at <code>{base}/v1</code> &middot; REST docs at
