@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -63,8 +62,6 @@ class ExchangeProcess:
 
     def start(self, timeout: float = 60.0) -> ExchangeProcess:
         self.home.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (self.home / "connection.json").unlink()
         log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         self._log = log
         self.proc = subprocess.Popen(

@@ -8,6 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from cambist.domain.money import quantize_usd
 from cambist.domain.tokens import count_chat_tokens, count_text_tokens
 
 from .conftest import MODEL, TENANT, Harness, chat_body
@@ -37,7 +38,7 @@ async def test_chat_non_stream_charges_exact_usage_and_sets_headers(gw: Harness)
     assert r.headers["x-cambist-endpoint"] == "ep_a"
     assert r.headers["x-cambist-supplier"] == "sup_a"
     assert r.headers["x-cambist-attempts"] == "1"
-    assert Decimal(r.headers["x-cambist-cost"]) == expected
+    assert Decimal(r.headers["x-cambist-cost"]) == quantize_usd(expected)
     [rec] = gw.wallet.records
     assert rec.request_id == r.headers["x-request-id"]
     assert (rec.tenant_id, rec.key_id, rec.model, rec.status) == (
@@ -131,7 +132,7 @@ async def test_embeddings_are_priced_on_input_tokens(gw: Harness) -> None:
     [rec] = gw.wallet.records
     assert (rec.prompt_tokens, rec.completion_tokens) == (tokens, 0)
     assert rec.price == Decimal("0.20") * tokens / Decimal(1_000_000)
-    assert Decimal(r.headers["x-cambist-cost"]) == rec.price
+    assert Decimal(r.headers["x-cambist-cost"]) == quantize_usd(rec.price)
 
 
 async def test_models_lists_priced_models_with_healthy_endpoints(gw: Harness) -> None:
@@ -185,7 +186,7 @@ async def test_reservation_covers_max_tokens_and_charge_never_exceeds_it(gw: Har
     prompt = count_chat_tokens(body["messages"])
     cap = gw.price.charge(prompt, 2)
     [rec] = gw.wallet.records
-    assert rec.price == cap and Decimal(r.headers["x-cambist-cost"]) == cap
+    assert rec.price == cap and Decimal(r.headers["x-cambist-cost"]) == quantize_usd(cap)
 
 
 async def test_logs_hold_no_prompt_or_completion_text(

@@ -155,3 +155,17 @@ async def test_refresh_loads_live_rows(tmp_path: Path, clock: ManualClock) -> No
         assert loop.refreshed_at == clock.now()
     finally:
         await engine.dispose()
+
+
+def test_dedicated_endpoints_serve_only_their_owner(clock: ManualClock) -> None:
+    from dataclasses import replace
+
+    table = RoutingTable(clock)
+    shared = ep("shared", "9.00")
+    mine = replace(ep("mine", "0.10"), owner="ten_a")
+    table.swap([shared, mine])
+    assert table.choose("m", tenant="ten_a").id == "mine"  # type: ignore[union-attr]
+    assert table.choose("m", tenant="ten_b").id == "shared"  # type: ignore[union-attr]
+    assert {r.id for r in table.healthy("m", "ten_b")} == {"shared"}
+    table.swap([mine])
+    assert table.choose("m", tenant="ten_b") is None

@@ -130,8 +130,11 @@ async def test_lease_cost_charges_owner_with_fee(journal: Journal, tenant: str) 
     assert await journal.tenant_balance(tenant) == D("100") - D("2.300001")
     assert await journal.balance(REVENUE_LEASES) == D("-2.300001")
     async with journal.engine.connect() as conn:
-        keys = (await conn.exec_driver_sql(
-            "SELECT idempotency_key, kind FROM journal_entries ORDER BY id")).all()
+        keys = (
+            await conn.exec_driver_sql(
+                "SELECT idempotency_key, kind FROM journal_entries ORDER BY id"
+            )
+        ).all()
     assert ("lease:lease_2:3600.500", "lease_cost") in keys
     assert ("lease-charge:lease_2:3600.500", "lease_charge") in keys
     with pytest.raises(ValueError, match="negative"):

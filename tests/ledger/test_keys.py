@@ -42,7 +42,7 @@ async def test_only_the_hmac_is_stored(keyring: Keyring, engine: AsyncEngine, te
 
 
 async def test_admin_keys_have_no_tenant(keyring: Keyring, tenant: str) -> None:
-    key_id, secret = await keyring.create_key(None, "admin")
+    _, secret = await keyring.create_key(None, "admin")
     principal = keyring.authenticate(secret)
     assert principal is not None and principal.is_admin and principal.tenant_id is None
     with pytest.raises(InvalidRequest, match="no tenant"):

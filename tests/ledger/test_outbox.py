@@ -28,8 +28,9 @@ async def outbox(tmp_path: Path) -> AsyncIterator[UsageOutbox]:
 async def _counts(engine: AsyncEngine) -> tuple[int, int]:
     async with engine.connect() as conn:
         rows = (await conn.exec_driver_sql("SELECT count(*) FROM usage")).scalar_one()
-        entries = (await conn.exec_driver_sql(
-            "SELECT count(*) FROM journal_entries WHERE kind = 'usage'")).scalar_one()
+        entries = (
+            await conn.exec_driver_sql("SELECT count(*) FROM journal_entries WHERE kind = 'usage'")
+        ).scalar_one()
     return rows, entries
 
 
@@ -194,8 +195,9 @@ async def test_position_is_committed_with_the_rows(
     outbox.append(make_record("p0"))
     await flusher.step(0.0)
     async with engine.connect() as conn:
-        raw = (await conn.exec_driver_sql(
-            "SELECT value FROM settings WHERE key = 'outbox_offset'")).scalar_one()
+        raw = (
+            await conn.exec_driver_sql("SELECT value FROM settings WHERE key = 'outbox_offset'")
+        ).scalar_one()
     pos = OutboxPosition.decode(raw)
     assert pos == OutboxPosition(outbox.generation, outbox.size())
 

@@ -26,9 +26,10 @@ async def test_empty_book_prices_nothing(book: PriceBook) -> None:
 
 async def test_publish_and_lookup(book: PriceBook, clock: ManualClock) -> None:
     v = await book.publish(
-        {("llama", "standard"): (D("0.20"), D("0.60")),
-         ("llama", "zdr"): (D("0.25"), D("0.75"))},
-        markup=D("0.3"), effective_at=clock.now(), note="launch",
+        {("llama", "standard"): (D("0.20"), D("0.60")), ("llama", "zdr"): (D("0.25"), D("0.75"))},
+        markup=D("0.3"),
+        effective_at=clock.now(),
+        note="launch",
     )
     assert v == 1
     p = book.price("llama")
@@ -73,8 +74,11 @@ async def test_prices_are_stored_in_micros_per_mtok(
 ) -> None:
     await book.publish({("m", "standard"): (D("0.1234567"), D("1"))}, D("0.1"), clock.now())
     async with engine.connect() as conn:
-        row = (await conn.exec_driver_sql(
-            "SELECT input_micros_per_mtok, output_micros_per_mtok FROM prices")).one()
+        row = (
+            await conn.exec_driver_sql(
+                "SELECT input_micros_per_mtok, output_micros_per_mtok FROM prices"
+            )
+        ).one()
     assert tuple(row) == (123457, 1_000_000)
 
 

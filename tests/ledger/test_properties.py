@@ -4,6 +4,7 @@ releases, lease postings, refunds, flushes and crashes keep the books whole."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -70,10 +71,20 @@ class World:
 
 def _record(w: World, res: Reservation, frac: Decimal) -> UsageRecord:
     return UsageRecord(
-        request_id=w.fresh_id("req"), tenant_id=res.tenant_id, key_id="key", model="m",
-        endpoint_id=None, supplier="sim", prompt_tokens=10, completion_tokens=5,
-        reasoning_tokens=0, price=res.amount * frac, compute_cost=Decimal("0"),
-        price_version=1, status="ok", created_at=w.clock.now(),
+        request_id=w.fresh_id("req"),
+        tenant_id=res.tenant_id,
+        key_id="key",
+        model="m",
+        endpoint_id=None,
+        supplier="sim",
+        prompt_tokens=10,
+        completion_tokens=5,
+        reasoning_tokens=0,
+        price=res.amount * frac,
+        compute_cost=Decimal("0"),
+        price_version=1,
+        status="ok",
+        created_at=w.clock.now(),
     )
 
 
@@ -83,10 +94,8 @@ async def _apply(w: World, step: tuple) -> None:  # type: ignore[type-arg]
     if kind == "topup":
         await w.wallet.topup(TENANTS[step[1]], step[2], w.fresh_id("top"))
     elif kind == "reserve":
-        try:
+        with contextlib.suppress(InsufficientCredit):  # refused: nothing to track
             w.open.append(w.wallet.reserve(TENANTS[step[1]], step[2], w.fresh_id("r")))
-        except InsufficientCredit:
-            pass
     elif kind == "settle" and w.open:
         res = w.open.pop(step[1] % len(w.open))
         w.wallet.settle(res, _record(w, res, step[2]))  # charge ≤ reservation
@@ -125,8 +134,14 @@ async def _scenario(template: Path, steps: list[tuple]) -> None:  # type: ignore
         outbox = UsageOutbox(root / "usage.outbox")
         wallet = TenantWallet(journal, outbox, clock)
         await wallet.load()
-        w = World(root, clock, journal, outbox, wallet,
-                  OutboxFlusher(outbox, engine, journal, rotate_bytes=2000))
+        w = World(
+            root,
+            clock,
+            journal,
+            outbox,
+            wallet,
+            OutboxFlusher(outbox, engine, journal, rotate_bytes=2000),
+        )
         try:
             for step in steps:
                 await _apply(w, step)

@@ -16,7 +16,10 @@ D = Decimal
 
 
 async def test_usage_queries(
-    tmp_path: Path, engine: AsyncEngine, journal: Journal, tenant: str,
+    tmp_path: Path,
+    engine: AsyncEngine,
+    journal: Journal,
+    tenant: str,
     make_record: Callable[..., UsageRecord],
 ) -> None:
     box = UsageOutbox(tmp_path / "usage.outbox")
@@ -33,16 +36,27 @@ async def test_usage_queries(
     assert [r["request_id"] for r in rows] == ["c", "b", "a"]
     assert rows[0]["price"] == D("0.05") and rows[0]["compute_cost"] == D("0.0002")
     assert rows[0]["stream"] is False and "price_micros" not in rows[0]
-    assert [r["request_id"] for r in await usage_records(engine, tenant, since=200.0)] == [
-        "c", "b"]
+    assert [r["request_id"] for r in await usage_records(engine, tenant, since=200.0)] == ["c", "b"]
     assert len(await usage_records(engine, None, limit=2)) == 2
 
     summary = await usage_summary(engine, tenant)
     assert summary == [
-        {"model": "m1", "requests": 2, "prompt_tokens": 200, "completion_tokens": 100,
-         "price": D("0.3"), "compute_cost": D("0.0004")},
-        {"model": "m2", "requests": 1, "prompt_tokens": 100, "completion_tokens": 50,
-         "price": D("0.05"), "compute_cost": D("0.0002")},
+        {
+            "model": "m1",
+            "requests": 2,
+            "prompt_tokens": 200,
+            "completion_tokens": 100,
+            "price": D("0.3"),
+            "compute_cost": D("0.0004"),
+        },
+        {
+            "model": "m2",
+            "requests": 1,
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "price": D("0.05"),
+            "compute_cost": D("0.0002"),
+        },
     ]
     everyone = await usage_summary(engine, None)
     assert everyone[0]["model"] == "llama-3-8b" and everyone[0]["price"] == D("9")

@@ -84,8 +84,13 @@ async def test_settle_checks_the_record(
 
 
 async def test_load_counts_unflushed_outbox_records(
-    wallet: TenantWallet, journal: Journal, outbox: UsageOutbox, clock: ManualClock,
-    engine: AsyncEngine, tenant: str, make_record: Make,
+    wallet: TenantWallet,
+    journal: Journal,
+    outbox: UsageOutbox,
+    clock: ManualClock,
+    engine: AsyncEngine,
+    tenant: str,
+    make_record: Make,
 ) -> None:
     await wallet.topup(tenant, D("2"), "t1")
     for i in range(3):

@@ -45,8 +45,10 @@ def test_columns_match_schema(migrated: Engine) -> None:
             assert got[col.name][1] == col.nullable, f"{name}.{col.name} nullability"
         pk = insp.get_pk_constraint(name)["constrained_columns"]
         assert pk == [c.name for c in table.primary_key.columns], name
-        fks = {(tuple(f["constrained_columns"]), f["referred_table"])
-               for f in insp.get_foreign_keys(name)}
+        fks = {
+            (tuple(f["constrained_columns"]), f["referred_table"])
+            for f in insp.get_foreign_keys(name)
+        }
         want = {((fk.parent.name,), fk.column.table.name) for fk in table.foreign_keys}
         assert fks == want, name
         indexes = {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(name)}

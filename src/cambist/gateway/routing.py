@@ -144,9 +144,12 @@ class RoutingTable:
         """All routes of ``model``, cheapest average cost first."""
         return self._snapshot.get(model, ())
 
-    def healthy(self, model: str) -> tuple[EndpointRoute, ...]:
-        """Routes of ``model`` whose endpoint is marked healthy."""
-        return tuple(r for r in self.routes(model) if r.endpoint.healthy)
+    def healthy(self, model: str, tenant: str | None = None) -> tuple[EndpointRoute, ...]:
+        """Routes of ``model`` marked healthy that ``tenant`` may use: the
+        platform's shared pool (owner ``None``) and the tenant's own dedicated
+        endpoints, never another tenant's."""
+        return tuple(r for r in self.routes(model) if r.endpoint.healthy
+                     and (r.endpoint.owner is None or r.endpoint.owner == tenant))
 
     def stats(self, endpoint_id: str) -> EndpointStats:
         """The live statistics of an endpoint (created on first use)."""
@@ -173,9 +176,8 @@ class RoutingTable:
             cost += QUEUE_PENALTY_PER_MTOK * (stats.in_flight - limit + 1)
         return cost
 
-    def choose(self, model: str, exclude: set[str] | frozenset[str] = frozenset()) -> (
-        EndpointRoute | None
-    ):
+    def choose(self, model: str, exclude: set[str] | frozenset[str] = frozenset(),
+               tenant: str | None = None) -> EndpointRoute | None:
         """The best healthy route for ``model`` not in ``exclude``, or ``None``.
 
         Candidates are healthy endpoints whose circuit is closed, ranked by
@@ -185,7 +187,7 @@ class RoutingTable:
         the model outright.
         """
         now = self._clock.now()
-        candidates = [r for r in self.healthy(model) if r.id not in exclude]
+        candidates = [r for r in self.healthy(model, tenant) if r.id not in exclude]
         if not candidates:
             return None
         closed = [r for r in candidates if self.stats(r.id).circuit_open_until <= now]

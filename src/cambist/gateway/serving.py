@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from cambist.domain.billing import Principal
 from cambist.domain.ids import new_id
+from cambist.domain.money import quantize_usd
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import (
     InvalidApiKey,
@@ -79,9 +80,9 @@ class GatewayService:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def context_length(self, model: str) -> int:
+    def context_length(self, model: str, tenant: str | None = None) -> int:
         """The model's context length (0 if unknown); raises if nothing can serve it."""
-        healthy = self._deps.routes.healthy(model)
+        healthy = self._deps.routes.healthy(model, tenant)
         if healthy:
             return max(r.endpoint.context_length for r in healthy)
         if self._deps.routes.knows(model) or self._deps.prices.price(model) is not None:
@@ -103,7 +104,7 @@ class GatewayService:
         parsed = parse_request(
             await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap
         )
-        check_context_length(parsed, self.context_length(parsed.model))
+        check_context_length(parsed, self.context_length(parsed.model, principal.tenant_id))
         price = deps.prices.price(parsed.model, "standard")
         if price is None:
             raise ModelNotPriced(f"model {parsed.model} is not priced")
@@ -116,7 +117,7 @@ class GatewayService:
             created_at, started, parsed.stream,
         )
         try:
-            result = await forward(deps, parsed, request_id, started)
+            result = await forward(deps, parsed, request_id, started, principal.tenant_id)
         except BaseException:
             meter.release()
             raise
@@ -150,16 +151,17 @@ class GatewayService:
             return RelayResponse(StreamRelay(self._deps, parsed, result, meter), headers)
         usage = usage_of_body(result.parsed or {}, parsed.prompt_tokens)
         charged = meter.settle(result.route, usage, "ok", result.ttfb_ms)
-        headers["x-cambist-cost"] = format_decimal(charged)
+        # What the ledger books: the charge rounded once to whole micro-dollars.
+        headers["x-cambist-cost"] = format_decimal(quantize_usd(charged))
         return Response(result.body, 200, headers, media_type="application/json")
 
     async def models(self, request: Request) -> Response:
         """``GET /v1/models``: every priced model with at least one healthy endpoint."""
-        self.authenticate(request)
+        principal = self.authenticate(request)
         deps = self._deps
         data = []
         for model in deps.routes.models():
-            healthy = deps.routes.healthy(model)
+            healthy = deps.routes.healthy(model, principal.tenant_id)
             price = deps.prices.price(model, "standard")
             if not healthy or price is None:
                 continue

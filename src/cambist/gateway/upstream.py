@@ -87,7 +87,8 @@ def _transport_reason(exc: httpx.HTTPError) -> str:
 
 
 async def forward(
-    deps: GatewayDeps, request: ParsedRequest, request_id: str, started: float
+    deps: GatewayDeps, request: ParsedRequest, request_id: str, started: float,
+    tenant: str | None = None,
 ) -> UpstreamResult:
     """Send ``request`` to the best route, failing over up to ``max_attempts`` times.
 
@@ -100,7 +101,7 @@ async def forward(
     failures: list[AttemptFailure] = []
     tried: set[str] = set()
     for attempt in range(1, deps.settings.max_attempts + 1):
-        route = table.choose(request.model, tried)
+        route = table.choose(request.model, tried, tenant)
         if route is None:
             break
         tried.add(route.id)

@@ -44,9 +44,7 @@ def validate_name_part(value: str, what: str) -> str:
     """Return ``value`` if it is a valid id or name inside an account name
     (1-64 of letters, digits, ``_ . -``), else raise ``ValueError``."""
     if not isinstance(value, str) or not _PART.match(value):
-        raise ValueError(
-            f"invalid {what} {value!r}: use 1-64 letters, digits, '_', '.' or '-'"
-        )
+        raise ValueError(f"invalid {what} {value!r}: use 1-64 letters, digits, '_', '.' or '-'")
     return value
 
 

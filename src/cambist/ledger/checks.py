@@ -22,13 +22,15 @@ _U = usage.c
 
 async def _entry_problems(conn: AsyncConnection) -> list[str]:
     sums = (
-        select(_E.id, _E.idempotency_key, func.coalesce(func.sum(_L.amount_micros), 0),
-               func.count(_L.id))
+        select(
+            _E.id,
+            _E.idempotency_key,
+            func.coalesce(func.sum(_L.amount_micros), 0),
+            func.count(_L.id),
+        )
         .select_from(journal_entries.outerjoin(journal_lines, _L.entry_id == _E.id))
         .group_by(_E.id, _E.idempotency_key)
-        .having(
-            (func.coalesce(func.sum(_L.amount_micros), 0) != 0) | (func.count(_L.id) < 2)
-        )
+        .having((func.coalesce(func.sum(_L.amount_micros), 0) != 0) | (func.count(_L.id) < 2))
         .order_by(_E.id)
     )
     out: list[str] = []
@@ -64,9 +66,7 @@ async def _usage_problems(conn: AsyncConnection) -> list[str]:
         .order_by(_U.request_id)
     )
     for rid, price in (await conn.execute(missing)).all():
-        out.append(
-            f"Usage row {rid} charges {price} micro-dollars but has no journal entry."
-        )
+        out.append(f"Usage row {rid} charges {price} micro-dollars but has no journal entry.")
     unmatched = (
         select(_E.id, _E.idempotency_key)
         .select_from(journal_entries.outerjoin(usage, _E.idempotency_key == usage_key))

@@ -172,8 +172,12 @@ class Journal:
     ) -> list[bool]:
         now = self._clock.now()
         rows = [
-            {"idempotency_key": e.idempotency_key, "kind": e.kind, "memo": e.memo,
-             "created_at": now}
+            {
+                "idempotency_key": e.idempotency_key,
+                "kind": e.kind,
+                "memo": e.memo,
+                "created_at": now,
+            }
             for e in entries
         ]
         # The insert is the first statement, so SQLite takes the write lock

@@ -103,9 +103,14 @@ class Keyring:
         secret = "cb-" + secrets.token_urlsafe(32)
         digest = self._hash(secret)
         row = {
-            "id": key_id, "tenant_id": tenant_id, "scope": scope, "name": name,
-            "prefix": secret[:_PREFIX_LEN], "secret_hash": digest,
-            "created_at": self._clock.now(), "revoked_at": None,
+            "id": key_id,
+            "tenant_id": tenant_id,
+            "scope": scope,
+            "name": name,
+            "prefix": secret[:_PREFIX_LEN],
+            "secret_hash": digest,
+            "created_at": self._clock.now(),
+            "revoked_at": None,
         }
         async with self._engine.begin() as conn:
             await conn.execute(insert(api_keys), row)
@@ -197,4 +202,3 @@ class KeyringRefresh:
     async def step(self, now: float) -> None:
         """Reload the key map."""
         await self.keyring.refresh()
-

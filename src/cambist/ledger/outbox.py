@@ -97,13 +97,16 @@ class OutboxPosition:
 
 async def read_position(engine: AsyncEngine, key: str) -> OutboxPosition:
     """The committed position stored under ``key`` (created empty if absent)."""
+    q = select(settings.c.value).where(settings.c.key == key)
+    async with engine.connect() as conn:
+        raw = (await conn.execute(q)).scalar()
+    if raw is not None:
+        return OutboxPosition.decode(raw)
     empty = OutboxPosition("", 0)
     async with engine.begin() as conn:
-        await conn.execute(
-            insert_ignore(conn, settings, ["key"]), {"key": key, "value": empty.encode()}
-        )
-        raw = (await conn.execute(select(settings.c.value).where(settings.c.key == key)))
-        return OutboxPosition.decode(raw.scalar_one())
+        stmt = insert_ignore(conn, settings, ["key"])
+        await conn.execute(stmt, {"key": key, "value": empty.encode()})
+        return OutboxPosition.decode((await conn.execute(q)).scalar_one())
 
 
 class UsageOutbox:

@@ -125,8 +125,13 @@ class PriceBook:
             version = int(top or 0) + 1
             await conn.execute(
                 insert(price_versions),
-                {"version": version, "effective_at": float(effective_at),
-                 "created_at": self._clock.now(), "markup": str(markup), "note": note},
+                {
+                    "version": version,
+                    "effective_at": float(effective_at),
+                    "created_at": self._clock.now(),
+                    "markup": str(markup),
+                    "note": note,
+                },
             )
             await conn.execute(insert(prices), [{**r, "version": version} for r in rows])
         return version
@@ -135,8 +140,14 @@ class PriceBook:
         """Every version, newest first, with its number of prices."""
         v = price_versions.c
         q = (
-            select(v.version, v.effective_at, v.created_at, v.markup, v.note,
-                   func.count(prices.c.model).label("prices"))
+            select(
+                v.version,
+                v.effective_at,
+                v.created_at,
+                v.markup,
+                v.note,
+                func.count(prices.c.model).label("prices"),
+            )
             .select_from(price_versions.outerjoin(prices, prices.c.version == v.version))
             .group_by(v.version, v.effective_at, v.created_at, v.markup, v.note)
             .order_by(v.version.desc())
@@ -170,9 +181,12 @@ def _price_rows(entries: dict[tuple[str, str], tuple[Decimal, Decimal]]) -> list
             if value < 0:
                 raise ValueError(f"prices must not be negative: {model} {tier}")
         rows.append(
-            {"model": model, "tier": tier,
-             "input_micros_per_mtok": to_micros(Decimal(price_in)),
-             "output_micros_per_mtok": to_micros(Decimal(price_out))}
+            {
+                "model": model,
+                "tier": tier,
+                "input_micros_per_mtok": to_micros(Decimal(price_in)),
+                "output_micros_per_mtok": to_micros(Decimal(price_out)),
+            }
         )
     return rows
 

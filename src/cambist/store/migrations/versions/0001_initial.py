@@ -77,9 +77,7 @@ def _journal() -> None:
     op.create_table(
         "journal_lines",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "entry_id", sa.Integer, sa.ForeignKey("journal_entries.id"), nullable=False
-        ),
+        sa.Column("entry_id", sa.Integer, sa.ForeignKey("journal_entries.id"), nullable=False),
         sa.Column("account", sa.String(128), nullable=False),
         sa.Column("amount_micros", sa.BigInteger, nullable=False),
     )
@@ -180,9 +178,7 @@ def _deployments() -> None:
     op.create_table(
         "replicas",
         sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column(
-            "deployment", sa.String(128), sa.ForeignKey("deployments.name"), nullable=False
-        ),
+        sa.Column("deployment", sa.String(128), sa.ForeignKey("deployments.name"), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("lease_id", sa.String(64), nullable=True),
         sa.Column("endpoint_id", sa.String(64), nullable=True),
