@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import signal
-from collections.abc import Iterator
 import logging
+import signal
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 from rich.console import Console
