@@ -13,6 +13,7 @@ from cambist.api.auth import control_plane, principal, require_admin, resolve_te
 from cambist.api.context import ControlPlane
 from cambist.domain.billing import Principal
 from cambist.domain.errors import InvalidRequest, NotFound
+from cambist.domain.models import MODEL_CATALOG, find_model
 from cambist.domain.money import quantize_usd
 from cambist.ledger.queries import usage_records, usage_summary
 
@@ -107,7 +108,44 @@ async def prices(cp: Annotated[ControlPlane, Depends(control_plane)],
     rows = [{"model": m.model, "tier": m.tier, "input_per_mtok": str(m.input_per_mtok),
              "output_per_mtok": str(m.output_per_mtok), "version": m.version}
             for m in cp.price_book.list_prices()]
-    return {"object": "list", "data": rows, "versions": await cp.price_book.versions()}
+    versions = [{**v, "markup": str(v["markup"])} for v in await cp.price_book.versions()]
+    return {"object": "list", "data": rows, "versions": versions}
+
+
+class PriceBody(BaseModel):
+    model: str
+    tier: str = Field(default="standard", pattern=r"^[a-z_]{1,32}$")
+    input_per_mtok: Decimal = Field(ge=0, le=Decimal(10_000))
+    output_per_mtok: Decimal = Field(ge=0, le=Decimal(10_000))
+    effective_at: float | None = None
+    effective_in_s: float | None = Field(default=None, ge=0)
+    note: str = Field(default="", max_length=500)
+
+
+@router.post("/prices", status_code=201)
+async def set_price(body: PriceBody, cp: Annotated[ControlPlane, Depends(control_plane)],
+                    p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Change one model's price: a new complete version of the list, effective
+    now or at ``effective_at`` (admin). Earlier versions stay for billing history."""
+    require_admin(p)
+    if find_model(body.model) is None:
+        raise InvalidRequest(f"unknown model {body.model!r}; catalog: "
+                             f"{', '.join(sorted(MODEL_CATALOG))}", param="model")
+    now = cp.clock.now()
+    effective = (body.effective_at if body.effective_at is not None
+                 else now + (body.effective_in_s or 0.0))
+    if effective < now - 1:
+        raise InvalidRequest("effective_at is in the past; prices never change retroactively",
+                             param="effective_at")
+    entries = {(m.model, m.tier): (m.input_per_mtok, m.output_per_mtok)
+               for m in cp.price_book.list_prices()}
+    entries[(find_model(body.model).name, body.tier)] = (  # type: ignore[union-attr]
+        body.input_per_mtok, body.output_per_mtok)
+    versions = await cp.price_book.versions()
+    markup = versions[0]["markup"] if versions else Decimal(0)
+    version = await cp.price_book.publish(entries, markup, effective,
+                                          note=body.note or f"set {body.model}/{body.tier}")
+    return {"version": version, "effective_at": effective}
 
 
 @router.get("/ledger/check")

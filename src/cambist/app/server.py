@@ -15,6 +15,7 @@ from cambist.api import (
     routes_billing,
     routes_catalog,
     routes_deployments,
+    routes_events,
     routes_leases,
     routes_market,
 )
@@ -50,7 +51,7 @@ def create_app(ex: Exchange) -> FastAPI:
     if ex.control is not None:
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,
-                       routes_catalog):
+                       routes_catalog, routes_events):
             app.include_router(module.router)
         cp = ex.control
 

@@ -104,9 +104,37 @@ def register(app: typer.Typer) -> None:
         console.print(table("Tenants", ["id", "name"], [[t["id"], t["name"]]
                                                        for t in data["data"]]))
 
-    @app.command()
+    prices_app = typer.Typer(help="The versioned price list.", invoke_without_command=True)
+    app.add_typer(prices_app, name="prices")
+
+    @prices_app.command("set")
+    def prices_set(ctx: typer.Context, model: Annotated[str, typer.Argument()],
+                   input_per_mtok: Annotated[str, typer.Option("--input", help="$ per Mtok in.")],
+                   output_per_mtok: Annotated[str, typer.Option("--output",
+                                                                help="$ per Mtok out.")],
+                   tier: Annotated[str, typer.Option()] = "standard",
+                   in_seconds: Annotated[float, typer.Option(
+                       help="Take effect this many seconds from now.")] = 0.0,
+                   note: Annotated[str, typer.Option()] = "") -> None:
+        """Publish a new price-list version changing one model's price (admin key)."""
+        pin = parse_money(input_per_mtok, "--input")
+        pout = parse_money(output_per_mtok, "--output")
+
+        async def go(c):  # type: ignore[no-untyped-def]
+            body: dict = {"model": model, "tier": tier, "input_per_mtok": str(pin),
+                          "output_per_mtok": str(pout), "note": note}
+            if in_seconds > 0:
+                body["effective_in_s"] = in_seconds
+            return await c.post("/v1/prices", body)
+
+        r = run_client(ctx, go)
+        console.print(f"price list version {r['version']} published")
+
+    @prices_app.callback()
     def prices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         """The price list in force ($ per million tokens)."""
+        if ctx.invoked_subcommand is not None:
+            return
         data = run_client(ctx, lambda c: c.get("/v1/prices"))
         if as_json:
             emit_json(data)
@@ -129,6 +157,20 @@ def register(app: typer.Typer) -> None:
                 for e in data["data"]]
         console.print(table("Endpoints", ["id", "model", "supplier", "sku", "url", "healthy",
                                           "$/h"], rows))
+
+    @app.command()
+    def events(ctx: typer.Context,
+               kind: Annotated[str | None, typer.Option(help="Kind prefix, e.g. lease.")] = None,
+               limit: Annotated[int, typer.Option(min=1)] = 30, as_json: JsonOpt = False) -> None:
+        """The event log: offer changes, lease transitions, deploy steps, routing (admin)."""
+        data = run_client(ctx, lambda c: c.get("/v1/events", kind=kind, limit=limit))
+        if as_json:
+            emit_json(data)
+            return
+        rows = [[f"{e['ts']:.3f}", e["kind"], e["subject"],
+                 ", ".join(f"{k}={v}" for k, v in e["data"].items())[:100]]
+                for e in data["data"]]
+        console.print(table("Events", ["ts", "kind", "subject", "data"], rows))
 
     ledger = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
     app.add_typer(ledger, name="ledger")

@@ -27,14 +27,17 @@ class EventLog:
             await conn.execute(insert(events), list(rows))
 
     async def read(
-        self, *, kind: str | None = None, since: float | None = None, limit: int = 1000
+        self, *, kind: str | None = None, since: float | None = None, limit: int = 1000,
+        latest: bool = False,
     ) -> list[dict]:
-        """Events in time order, optionally of one kind prefix and since a time."""
-        q = select(events).order_by(events.c.id).limit(limit)
+        """Events in time order, optionally of one kind prefix and since a time;
+        with ``latest``, the last ``limit`` of them (still in time order)."""
+        order = events.c.id.desc() if latest else events.c.id
+        q = select(events).order_by(order).limit(limit)
         if kind is not None:
             q = q.where(events.c.kind.startswith(kind))
         if since is not None:
             q = q.where(events.c.ts >= since)
         async with self._engine.connect() as conn:
-            res = await conn.execute(q)
-            return [dict(r._mapping) for r in res]
+            rows = [dict(r._mapping) for r in await conn.execute(q)]
+        return rows[::-1] if latest else rows
