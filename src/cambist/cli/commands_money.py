@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from cambist.cli.client import ExchangeClient
 from cambist.cli.common import console, emit_json, fail, new_token, parse_money, run_client
 from cambist.cli.render import money, table
 
@@ -120,7 +121,7 @@ def register(app: typer.Typer) -> None:
         pin = parse_money(input_per_mtok, "--input")
         pout = parse_money(output_per_mtok, "--output")
 
-        async def go(c):  # type: ignore[no-untyped-def]
+        async def go(c: ExchangeClient) -> Any:
             body: dict = {"model": model, "tier": tier, "input_per_mtok": str(pin),
                           "output_per_mtok": str(pout), "note": note}
             if in_seconds > 0:

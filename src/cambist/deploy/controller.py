@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Coroutine
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 from cambist.deploy.leasing import LeaseDesk
 from cambist.deploy.records import Records
@@ -158,7 +160,7 @@ class DeployController:
             await self.records.set_deployment_state(dep.name, state)
             await self._event(dep.name, str(state), healthy=healthy)
 
-    def _spawn(self, key: str, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks[key] = asyncio.create_task(coro, name=f"replica:{key}")
 
     async def _lease(self, dep: Deployment, rep: Replica) -> None:

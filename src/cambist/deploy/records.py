@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cambist.domain.deployment import Deployment, DeploymentState, Replica, ReplicaState
@@ -18,7 +17,7 @@ from cambist.store.schema import deployments, endpoints, leases, replicas
 __all__ = ["Records"]
 
 
-def _lease(r: Mapping[str, Any]) -> Lease:
+def _lease(r: RowMapping) -> Lease:
     return Lease(
         id=r["id"], supplier=r["supplier"], supplier_lease_id=r["supplier_lease_id"],
         offer_id=r["offer_id"], sku=r["sku"], gpu_name=r["gpu_name"], gpu_count=r["gpu_count"],
@@ -43,7 +42,7 @@ def _lease_row(x: Lease) -> dict[str, Any]:
     }
 
 
-def _deployment(r: Mapping[str, Any]) -> Deployment:
+def _deployment(r: RowMapping) -> Deployment:
     mp = r["max_price_per_mtok_micros"]
     return Deployment(
         name=r["name"], model=r["model"], replicas=r["replicas"], owner=r["owner"],
@@ -53,7 +52,7 @@ def _deployment(r: Mapping[str, Any]) -> Deployment:
     )
 
 
-def _replica(r: Mapping[str, Any]) -> Replica:
+def _replica(r: RowMapping) -> Replica:
     return Replica(
         id=r["id"], deployment=r["deployment"], state=ReplicaState(r["state"]),
         lease_id=r["lease_id"], endpoint_id=r["endpoint_id"], created_at=r["created_at"],
@@ -61,7 +60,7 @@ def _replica(r: Mapping[str, Any]) -> Replica:
     )
 
 
-def _endpoint(r: Mapping[str, Any]) -> Endpoint:
+def _endpoint(r: RowMapping) -> Endpoint:
     return Endpoint(
         id=r["id"], model=r["model"], url=r["url"], supplier=r["supplier"], owner=r["owner"],
         healthy=bool(r["healthy"]), deployment=r["deployment"], lease_id=r["lease_id"],

@@ -109,6 +109,7 @@ class LocalSupplier:
         if price < 0:
             raise InvalidRequest(f"local GPU group {gpu.sku}: price must be >= 0", param="price")
         memory = _memory_gib(gpu.sku)
+        sku: str | None
         if gpu.sku in gpu_specs():
             sku, note = gpu.sku, ""
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -41,7 +42,7 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the CLI and a second gateway read while the exchange writes.
     cur.execute("PRAGMA journal_mode=WAL")
