@@ -137,6 +137,19 @@ def test_engine_killed_under_load(slow_exchange: ExchangeProcess) -> None:
     assert not _alive(victim["pid"])
     assert ex.cli("ledger", "check").returncode == 0
 
+    # Undeploy drains: a stream in flight finishes before its engine stops.
+    late: list[dict] = []
+    started = threading.Event()
+    t = threading.Thread(target=_stream, args=(ex, key, "one last story", late, started))
+    t.start()
+    assert started.wait(30)
+    assert ex.cli("undeploy", "fo").returncode == 0
+    t.join(60)
+    assert late[0]["done"] and late[0]["error"] is None, late
+    _wait(lambda: _deployment(ex, "fo")["state"] == "stopped", 60, "the drained deployment")
+    with ex.client() as c:
+        assert c.get("/v1/leases", params={"active": True}).json()["data"] == []
+
 
 def test_stop_and_restart_reuses_everything(tmp_path: Path) -> None:
     ex = ExchangeProcess(tmp_path / "home").start()

@@ -169,3 +169,26 @@ def test_dedicated_endpoints_serve_only_their_owner(clock: ManualClock) -> None:
     assert {r.id for r in table.healthy("m", "ten_b")} == {"shared"}
     table.swap([mine])
     assert table.choose("m", tenant="ten_b") is None
+
+
+def test_own_dedicated_endpoint_meters_without_charge() -> None:
+    from dataclasses import replace
+
+    from cambist.domain.billing import ModelPrice, Principal
+    from cambist.gateway.metering import Meter, Usage
+    from cambist.testing import FakeWallet
+
+    clock = ManualClock()
+    table = RoutingTable(clock)
+    table.swap([replace(ep("mine", "1.00"), owner="ten_a"), ep("shared", "1.00")])
+    wallet = FakeWallet({"ten_a": Decimal(10)})
+    price = ModelPrice("m", "standard", Decimal(1), Decimal(2), 1)
+    charged = {}
+    for rid, route_id in (("r1", "mine"), ("r2", "shared")):
+        route = next(r for r in table.routes("m") if r.id == route_id)
+        res = wallet.reserve("ten_a", Decimal(1), rid)
+        meter = Meter(wallet, res, price, Principal("k", "ten_a", "inference"), rid, "m",
+                      clock.now(), 0.0, False)
+        charged[route_id] = meter.settle(route, Usage(100, 100, 0), "ok", None)
+    assert charged["mine"] == 0 and charged["shared"] > 0
+    assert [r.completion_tokens for r in wallet.records] == [100, 100]

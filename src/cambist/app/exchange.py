@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import httpx
@@ -16,6 +17,7 @@ from cambist.api.context import ControlPlane
 from cambist.app.events import EventBuffer
 from cambist.config import Settings
 from cambist.deploy import DeployController, HealthProbe, LeaseDesk, LeaseSync, MarketFeed, Records
+from cambist.deploy.health import engine_in_flight
 from cambist.deploy.recovery import recover
 from cambist.domain.clock import Clock, SystemClock
 from cambist.domain.schedule import Loop, RealTimeScheduler
@@ -140,7 +142,8 @@ async def _control_plane(ex: Exchange) -> tuple[ControlPlane, MarketFeed]:
                      fee_rate=s.platform_fee_rate, period_s=s.lease_period_s)
     controller = DeployController(records=records, desk=desk, perf=perf, events=ex.events,
                                   clock=ex.clock, time_scale=s.engine_time_scale,
-                                  interval_s=s.reconcile_interval_s)
+                                  interval_s=s.reconcile_interval_s,
+                                  in_flight=partial(engine_in_flight, ex.http))
     await recover(records, controller, s.home / "suppliers", ex.http, ex.clock.now())
     cp = ControlPlane(clock=ex.clock, db=ex.db, book=book, desk=desk, controller=controller,
                       records=records, perf=perf, events=ex.events, auth=ex.keyring,

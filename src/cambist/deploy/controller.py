@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -39,6 +39,9 @@ __all__ = ["DeployController"]
 
 log = logging.getLogger("cambist.deploy")
 
+InFlight = Callable[[str], Awaitable[int | None]]
+"""Requests an engine at a URL is still serving (``None``: it does not answer)."""
+
 LIVE = frozenset({ReplicaState.PENDING, ReplicaState.LEASING, ReplicaState.LAUNCHING,
                   ReplicaState.HEALTHY})
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
@@ -51,12 +54,16 @@ class DeployController:
 
     def __init__(self, *, records: Records, desk: LeaseDesk, perf: PerfModel, events: EventLog,
                  clock: Clock, time_scale: float = 1.0, interval_s: float = 0.5,
-                 retry_backoff_s: float = 3.0) -> None:
+                 retry_backoff_s: float = 3.0, drain_timeout_s: float = 30.0,
+                 in_flight: InFlight | None = None) -> None:
         self.records, self.desk, self.perf = records, desk, perf
         self.events, self.clock = events, clock
         self.time_scale = time_scale
         self.interval_s = interval_s
         self.retry_backoff_s = retry_backoff_s
+        self.drain_timeout_s = drain_timeout_s
+        self.in_flight = in_flight
+        self._drain_started: dict[str, float] = {}
         self.engines: dict[str, tuple[str, EngineHandle]] = {}  # replica id -> (supplier, handle)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_failure: dict[str, float] = {}
@@ -240,16 +247,33 @@ class DeployController:
             await self.desk.release(rep.lease_id)
 
     async def _drain(self, dep: Deployment, reps: list[Replica], now: float) -> None:
+        """Endpoints left routing at undeploy; wait (up to ``drain_timeout_s``)
+        for the requests still running on each engine, then tear it down."""
+        started = self._drain_started.setdefault(dep.name, now)
+        waiting = False
         for rep in reps:
             if rep.state in (ReplicaState.STOPPED, ReplicaState.FAILED):
                 continue
             task = self._tasks.get(rep.id)
             if task is not None and not task.done():
-                continue  # let an in-progress lease/launch settle before tearing down
+                waiting = True  # let an in-progress lease/launch settle first
+                continue
+            if await self._busy(rep) and now - started < self.drain_timeout_s:
+                waiting = True
+                continue
             await self._teardown(rep)
             await self._save(replace(rep, state=ReplicaState.STOPPED, detail="undeployed"))
+        if waiting:
+            return
+        self._drain_started.pop(dep.name, None)
         await self.records.set_deployment_state(dep.name, DeploymentState.STOPPED)
         await self._event(dep.name, "stopped")
+
+    async def _busy(self, rep: Replica) -> bool:
+        eng = self.engines.get(rep.id)
+        if eng is None or self.in_flight is None:
+            return False
+        return bool(await self.in_flight(eng[1].url))
 
     # ---- helpers -----------------------------------------------------------
     @staticmethod

@@ -7,14 +7,35 @@ import asyncio
 import logging
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from cambist.deploy.controller import DeployController
 from cambist.deploy.records import Records
 from cambist.domain.deployment import ReplicaState
 
-__all__ = ["HealthProbe"]
+__all__ = ["HealthProbe", "engine_in_flight"]
 
 log = logging.getLogger("cambist.health")
+
+
+_IN_FLIGHT = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+async def engine_in_flight(client: httpx.AsyncClient, url: str) -> int | None:
+    """Requests running or queued in an engine, from its Prometheus ``/metrics``
+    (the vLLM gauge names, which the reference engine also exports); ``None``
+    when the engine does not answer."""
+    try:
+        r = await client.get(f"{url}/metrics", timeout=1.0)
+    except httpx.HTTPError:
+        return None
+    if r.status_code != 200:
+        return None
+    total = 0.0
+    for family in text_string_to_metric_families(r.text):
+        if family.name in _IN_FLIGHT:
+            total += sum(s.value for s in family.samples)
+    return int(total)
 
 
 class HealthProbe:

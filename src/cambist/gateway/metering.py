@@ -116,10 +116,15 @@ class Meter:
         """Charge ``usage`` on ``route`` and append the usage record (idempotent)."""
         if self.done:
             return self.charged or Decimal(0)
-        charge = min(
-            self.price.charge(usage.prompt_tokens, usage.completion_tokens),
-            self.reservation.amount,
-        )
+        if route.endpoint.owner is not None and route.endpoint.owner == self.reservation.tenant_id:
+            # Dedicated capacity: the tenant already pays for the lease (plus the
+            # platform fee), so its own endpoints meter tokens without a charge.
+            charge = Decimal(0)
+        else:
+            charge = min(
+                self.price.charge(usage.prompt_tokens, usage.completion_tokens),
+                self.reservation.amount,
+            )
         record = UsageRecord(
             request_id=self.request_id,
             tenant_id=self.reservation.tenant_id,
