@@ -15,7 +15,10 @@ from cambist.api import (
     routes_billing,
     routes_catalog,
     routes_deployments,
+    routes_endpoints,
     routes_events,
+    routes_history,
+    routes_keys,
     routes_leases,
     routes_market,
 )
@@ -51,7 +54,8 @@ def create_app(ex: Exchange) -> FastAPI:
     if ex.control is not None:
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,
-                       routes_catalog, routes_events):
+                       routes_catalog, routes_events, routes_history, routes_endpoints,
+                       routes_keys):
             app.include_router(module.router)
         cp = ex.control
 

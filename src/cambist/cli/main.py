@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from cambist.cli import commands_market, commands_money, commands_serve
+from cambist.cli import (
+    commands_endpoints,
+    commands_keys,
+    commands_market,
+    commands_market_data,
+    commands_money,
+    commands_serve,
+)
 
 __all__ = ["app", "main"]
 
@@ -30,6 +37,9 @@ def _globals(
 commands_serve.register(app)
 commands_market.register(app)
 commands_money.register(app)
+commands_market_data.register(app)
+commands_endpoints.register(app)
+commands_keys.register(app)
 
 
 def main() -> None:
