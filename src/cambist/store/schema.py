@@ -199,6 +199,12 @@ endpoints = Table(
     Column("context_length", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
     Column("removed_at", Float, nullable=True),
+    # deployment (own, cost from its lease) | external (provider API) | local (any server)
+    Column("kind", String(16), nullable=False, server_default="deployment"),
+    Column("input_micros_per_mtok", BigInteger, nullable=True),
+    Column("output_micros_per_mtok", BigInteger, nullable=True),
+    Column("api_key_env", String(128), nullable=True),  # the variable's name, never the key
+    Column("quantization", String(16), nullable=True),
 )
 
 events = Table(
