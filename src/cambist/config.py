@@ -15,7 +15,22 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "LocalGpuConfig", "Settings", "load_settings"]
+from cambist.domain.endpoint import (
+    Endpoint,
+    external_endpoint_id,
+    is_env_var_name,
+    normalize_upstream_url,
+)
+from cambist.domain.errors import InvalidRequest
+
+__all__ = [
+    "ConfigError",
+    "LocalGpuConfig",
+    "Settings",
+    "UpstreamConfig",
+    "UpstreamModel",
+    "load_settings",
+]
 
 
 class ConfigError(ValueError):
@@ -29,6 +44,51 @@ class LocalGpuConfig:
     sku: str
     count: int
     price_per_gpu_hour: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamModel:
+    """One model an external upstream serves, with what it charges per Mtok."""
+
+    name: str
+    input_price_per_mtok: Decimal
+    output_price_per_mtok: Decimal
+    quantization: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """An external OpenAI-compatible provider (a ``[[upstreams]]`` table).
+
+    ``api_key_env`` names the environment variable that holds its key; the key
+    itself never appears in configuration, the database, logs or responses.
+    """
+
+    name: str
+    base_url: str
+    models: tuple[UpstreamModel, ...]
+    api_key_env: str | None = None
+    zdr: bool = False
+    data_collection: str = "deny"
+    supported_parameters: frozenset[str] | None = None
+    max_concurrency: int = 64
+    context_length: int = 0
+
+    def endpoints(self, now: float) -> list[Endpoint]:
+        """One ``external`` endpoint per model, with stable ids (name + model)."""
+        return [
+            Endpoint(
+                id=external_endpoint_id(self.name, m.name), model=m.name, url=self.base_url,
+                supplier=self.name, owner=None, healthy=True, region="",
+                max_concurrency=self.max_concurrency, context_length=self.context_length,
+                created_at=now, kind="external", input_price_per_mtok=m.input_price_per_mtok,
+                output_price_per_mtok=m.output_price_per_mtok, api_key_env=self.api_key_env,
+                quantization=m.quantization, zdr=self.zdr,
+                data_collection="allow" if self.data_collection == "allow" else "deny",
+                supported_parameters=self.supported_parameters,
+            )
+            for m in self.models
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +118,10 @@ class Settings:
     )
     local_engine_command: str | None = None
     log_level: str = "info"
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    """External OpenAI-compatible providers, upserted as ``external`` endpoints."""
+    retry_budget_s: float = 30.0
+    """The gateway starts no new upstream attempt this long after a request arrived."""
 
     @property
     def db_url(self) -> str:
@@ -84,6 +148,7 @@ _ENV_KEYS = {
     "CAMBIST_HEALTH_INTERVAL_S": "health_interval_s",
     "CAMBIST_LOCAL_ENGINE_COMMAND": "local_engine_command",
     "CAMBIST_LOG_LEVEL": "log_level",
+    "CAMBIST_RETRY_BUDGET_S": "retry_budget_s",
 }
 
 
@@ -115,6 +180,77 @@ def _local_gpus(raw: Any) -> tuple[LocalGpuConfig, ...]:
     return tuple(out)
 
 
+def _price(item: Any, key: str, default: Any, where: str) -> Decimal:
+    raw = item.get(key, default)
+    if raw is None:
+        raise ConfigError(f"setting 'upstreams': {where} needs {key}")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        raise ConfigError(f"setting 'upstreams': {where}.{key} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"setting 'upstreams': {where}.{key} must be a non-negative amount")
+    return value
+
+
+def _upstream_models(raw: Mapping[str, Any], where: str) -> tuple[UpstreamModel, ...]:
+    models = raw.get("models")
+    if not isinstance(models, list) or not models:
+        raise ConfigError(f"setting 'upstreams': {where} needs a non-empty models list")
+    out = []
+    for m in models:
+        item: Mapping[str, Any] = {"name": m} if isinstance(m, str) else m
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"setting 'upstreams': each of {where}.models is a name or "
+                              "a table with a name")
+        at = f"{where}.models.{item['name']}"
+        quant = item.get("quantization", raw.get("quantization"))
+        out.append(UpstreamModel(
+            item["name"],
+            _price(item, "input_price_per_mtok", raw.get("input_price_per_mtok"), at),
+            _price(item, "output_price_per_mtok", raw.get("output_price_per_mtok"), at),
+            str(quant) if quant is not None else None))
+    return tuple(out)
+
+
+def _upstreams(raw: Any) -> tuple[UpstreamConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("setting 'upstreams': use [[upstreams]] tables")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"upstreams[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("base_url"), str):
+            raise ConfigError(f"setting 'upstreams': {where} needs name and base_url")
+        key_env = item.get("api_key_env")
+        if key_env is not None and not (isinstance(key_env, str) and is_env_var_name(key_env)):
+            raise ConfigError(f"setting 'upstreams': {where}.api_key_env must name an "
+                              "environment variable (the key itself never goes in config)")
+        params = item.get("supported_parameters")
+        policy = item.get("data_collection", "deny")
+        if policy not in ("allow", "deny"):
+            raise ConfigError(f"setting 'upstreams': {where}.data_collection is allow or deny")
+        models = _upstream_models(item, where)
+        try:
+            base_url = normalize_upstream_url(item["base_url"])
+        except InvalidRequest as exc:
+            raise ConfigError(f"setting 'upstreams': {where}.base_url: {exc.message}") from None
+        try:
+            out.append(UpstreamConfig(
+                name=item["name"], base_url=base_url,
+                models=models, api_key_env=key_env,
+                zdr=bool(item.get("zdr", False)), data_collection=policy,
+                supported_parameters=frozenset(map(str, params)) if params is not None else None,
+                max_concurrency=int(item.get("max_concurrency", 64)),
+                context_length=int(item.get("context_length", 0))))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"setting 'upstreams': {where} ({exc})") from None
+    names = [u.name for u in out]
+    if len(set(names)) != len(names):
+        raise ConfigError("setting 'upstreams': names must be unique")
+    return tuple(out)
+
+
 def load_settings(
     home: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -142,6 +278,8 @@ def load_settings(
             raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(known))}")
         if name == "local_gpus":
             changes[name] = _local_gpus(value)
+        elif name == "upstreams":
+            changes[name] = _upstreams(value)
         else:
             changes[name] = _coerce(name, value, getattr(s, name))
     return replace(s, **changes)

@@ -28,12 +28,15 @@ def _balance(ex: ExchangeProcess, key: str) -> Decimal:
         return Decimal(c.get("/v1/balance").json()["data"][0]["balance"])
 
 
-def _wait_flushed(ex: ExchangeProcess, key: str, n: int, timeout: float = 10) -> dict:
+def _wait_flushed(ex: ExchangeProcess, key: str, request_ids: set[str],
+                  timeout: float = 10) -> dict:
+    """Usage once every request in ``request_ids`` has been flushed to the store."""
     deadline = time.monotonic() + timeout
     with ex.client(key) as c:
         while True:
-            data = c.get("/v1/usage", params={"limit": 1000}).json()
-            if len(data["data"]) >= n or time.monotonic() > deadline:
+            data = c.get("/v1/usage", params={"limit": 10000}).json()
+            seen = {u["request_id"] for u in data["data"]}
+            if request_ids <= seen or time.monotonic() > deadline:
                 return data
             time.sleep(0.2)
 
@@ -106,9 +109,11 @@ def test_deploy_call_and_pay(exchange: ExchangeProcess, llama8b: str) -> None:
     assert cost1 == _charge(pricing, u1.prompt_tokens, u1.completion_tokens)
 
     text, usage = [], None
-    for chunk in client.chat.completions.create(
-            model="llama-3.1-8b", messages=[{"role": "user", "content": "Stream please"}],
-            stream=True, stream_options={"include_usage": True}):
+    raw_stream = client.chat.completions.with_raw_response.create(
+        model="llama-3.1-8b", messages=[{"role": "user", "content": "Stream please"}],
+        stream=True, stream_options={"include_usage": True})
+    ids = {raw.headers["x-request-id"], raw_stream.headers["x-request-id"]}
+    for chunk in raw_stream.parse():
         if chunk.choices and chunk.choices[0].delta.content:
             text.append(chunk.choices[0].delta.content)
         if chunk.usage is not None:
@@ -116,9 +121,10 @@ def test_deploy_call_and_pay(exchange: ExchangeProcess, llama8b: str) -> None:
     assert text and usage is not None and usage.completion_tokens > 0
     cost2 = _charge(pricing, usage.prompt_tokens, usage.completion_tokens)
 
-    data = _wait_flushed(exchange, key, 2)
-    summary = {s["model"]: s for s in data["summary"]}["llama-3.1-8b"]
-    assert summary["prompt_tokens"] >= u1.prompt_tokens + usage.prompt_tokens
+    data = _wait_flushed(exchange, key, ids)
+    rows = {u["request_id"]: u for u in data["data"]}
+    assert rows[raw.headers["x-request-id"]]["prompt_tokens"] == u1.prompt_tokens
+    assert rows[raw_stream.headers["x-request-id"]]["completion_tokens"] == usage.completion_tokens
     after = _balance(exchange, key)
     assert before - after == cost1 + cost2
     r = exchange.cli("usage", key=key)

@@ -2,15 +2,17 @@
 
 It answers chat completions, completions and embeddings with fixed text,
 honours ``stream`` and ``stream_options.include_usage``, counts tokens with
-Cambist's rule, and can be told to fail: return an HTTP status, die after a
-number of streamed chunks, pause between chunks, or wait on a gate.
+Cambist's rule, and can be told to fail: return an HTTP status (optionally
+with ``Retry-After``), die after a number of streamed chunks, pause between
+chunks, or wait on a gate. Given an ``api_key`` it answers 401 to requests
+without ``Authorization: Bearer <api_key>``, like a hosted provider.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -30,9 +32,15 @@ REASONING = ["Let", " me", " think", " about", " it", "."]
 class FakeUpstream:
     """State and behaviour of one fake endpoint; ``app`` is its ASGI app."""
 
-    def __init__(self, name: str, *, reasoning: bool = False) -> None:
+    def __init__(self, name: str, *, reasoning: bool = False, api_key: str | None = None,
+                 served: tuple[str, ...] = ()) -> None:
         self.name = name
         self.reasoning = reasoning
+        self.api_key = api_key
+        self.served = served
+        self.authorizations: list[str | None] = []
+        self.retry_after: str | None = None
+        self.on_request: Callable[[], None] | None = None
         self.fail_status: int | None = None
         self.die_after: int | None = None
         self.chunk_delay_s = 0.0
@@ -42,6 +50,8 @@ class FakeUpstream:
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/health", self._health, methods=["GET"]),
         ])
 
     @property
@@ -60,15 +70,40 @@ class FakeUpstream:
             usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
         return usage
 
+    def _unauthorized(self, request: Request) -> Response | None:
+        auth = request.headers.get("authorization")
+        self.authorizations.append(auth)
+        if self.api_key is None or auth == f"Bearer {self.api_key}":
+            return None
+        err = {"error": {"message": "Incorrect API key provided.", "type":
+                         "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+        return Response(orjson.dumps(err), 401, media_type="application/json")
+
+    async def _models(self, request: Request) -> Response:
+        refused = self._unauthorized(request)
+        if refused is not None:
+            return refused
+        return _json({"object": "list", "data": [
+            {"id": m, "object": "model", "owned_by": self.name} for m in self.served]})
+
+    async def _health(self, request: Request) -> Response:
+        return Response(b"", 200)
+
     async def _begin(self, request: Request) -> tuple[dict[str, Any], Response | None]:
         body = orjson.loads(await request.body())
+        refused = self._unauthorized(request)
+        if refused is not None:
+            return body, refused
         self.received.append(body)
+        if self.on_request is not None:
+            self.on_request()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_status is not None:
             err = {"error": {"message": "boom", "type": "server_error", "param": None,
                              "code": None}}
-            return body, Response(orjson.dumps(err), self.fail_status,
+            headers = {"retry-after": self.retry_after} if self.retry_after else None
+            return body, Response(orjson.dumps(err), self.fail_status, headers=headers,
                                   media_type="application/json")
         return body, None
 

@@ -1,11 +1,20 @@
-"""Fixtures for the ledger tests: a migrated SQLite file per test, a manual clock."""
+"""Fixtures for the ledger tests: a fresh migrated database per test on each
+backend (SQLite, and PostgreSQL under the CI rule of ``tests/services.py``),
+a manual clock.
+
+Isolation: SQLite copies a migrated template file into the test's temporary
+directory; PostgreSQL migrates one uniquely named template database per
+session and gives each test its own ``CREATE DATABASE ... TEMPLATE`` copy,
+dropped after the test.
+"""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
-from pathlib import Path
+from itertools import count
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,29 +23,84 @@ from cambist.domain.clock import ManualClock
 from cambist.domain.usage import UsageRecord
 from cambist.ledger.journal import Journal
 from cambist.ledger.keys import Keyring
-from cambist.store.db import migrate, open_engine, sqlite_url
+from cambist.store.db import migrate, open_engine, sqlite_url, sync_url
+from tests.services import database_name, postgres_database
+
+FreshDatabase = Callable[[], AbstractContextManager[str]]
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend a ledger test runs on."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated database, copied for each test (migrating is the slow part)."""
-    path = tmp_path_factory.mktemp("template") / "template.db"
-    migrate(sqlite_url(path))
-    return path
+def fresh_database(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FreshDatabase]:
+    """Factory: each call is a context manager yielding the URL of a new,
+    migrated, private database (migrating once per session is the slow part)."""
+    if backend == "sqlite":
+        root = tmp_path_factory.mktemp("ledger-db")
+        template = root / "template.db"
+        migrate(sqlite_url(template))
+        numbers = count()
+
+        @contextmanager
+        def sqlite_copy() -> Iterator[str]:
+            path = root / f"db-{next(numbers)}.db"
+            shutil.copy(template, path)
+            yield sqlite_url(path)
+
+        yield sqlite_copy
+        return
+    with postgres_database() as template_url:
+        migrate(template_url)
+        name = database_name(template_url)
+        yield lambda: postgres_database(template=name)
 
 
 @pytest.fixture
-def db_path(tmp_path: Path, template_db: Path) -> Path:
-    path = tmp_path / "cambist.db"
-    shutil.copy(template_db, path)
-    return path
+def database_url(fresh_database: FreshDatabase) -> Iterator[str]:
+    """The URL of this test's private database."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture
-async def engine(db_path: Path) -> AsyncIterator[AsyncEngine]:
-    eng = open_engine(sqlite_url(db_path))
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = open_engine(database_url)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture
+def corrupt(database_url: str) -> Callable[..., None]:
+    """Run raw SQL with foreign keys off (to plant broken rows for the checks)."""
+
+    def run(*sql: str) -> None:
+        if database_url.startswith("sqlite"):
+            import sqlite3
+
+            con = sqlite3.connect(sync_url(database_url).removeprefix("sqlite:///"))
+            try:
+                for stmt in sql:
+                    con.execute(stmt)
+                con.commit()
+            finally:
+                con.close()
+            return
+        import psycopg
+
+        plain = sync_url(database_url).replace("+psycopg", "")
+        with psycopg.connect(plain) as pg:
+            pg.execute("SET session_replication_role = replica")  # no FK triggers
+            for stmt in sql:
+                pg.execute(stmt)  # type: ignore[call-overload]
+
+    return run
 
 
 @pytest.fixture

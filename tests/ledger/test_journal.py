@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -150,32 +149,23 @@ async def test_entries_carry_clock_time(engine, clock: ManualClock) -> None:  # 
     assert ts == clock.now()
 
 
-def _corrupt(db_path: Path, *sql: str) -> None:
-    con = sqlite3.connect(db_path)  # foreign keys off: we want broken rows
-    try:
-        for stmt in sql:
-            con.execute(stmt)
-        con.commit()
-    finally:
-        con.close()
-
-
-async def test_check_reports_every_violation(journal: Journal, db_path: Path) -> None:
+async def test_check_reports_every_violation(
+    journal: Journal, corrupt: Callable[..., None]
+) -> None:
     await journal.post("ok", "manual", [("a", D("1")), ("b", D("-1"))])
-    _corrupt(
-        db_path,
+    corrupt(
         "INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at)"
         " VALUES (50, 'lopsided', 'manual', '', 0)",
         "INSERT INTO journal_lines (entry_id, account, amount_micros) VALUES (50, 'a', 7)",
         "INSERT INTO journal_lines (entry_id, account, amount_micros) VALUES (99, 'z', -3)",
         "INSERT INTO usage VALUES ('req_lost', 't1', 'k', 'm', NULL, NULL, 1, 1, 0, 500, 0,"
-        " 1, 'ok', 0, 0, NULL, 0)",
+        " 1, 'ok', 0, 0, NULL, FALSE)",
         "INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at)"
         " VALUES (60, 'usage:req_ghost', 'usage', '', 0)",
         "INSERT INTO journal_lines (entry_id, account, amount_micros)"
         " VALUES (60, 'tenant:t1', 5), (60, 'platform:revenue:inference', -5)",
         "INSERT INTO usage VALUES ('req_off', 't1', 'k', 'm', NULL, NULL, 1, 1, 0, 900, 0,"
-        " 1, 'ok', 0, 0, NULL, 0)",
+        " 1, 'ok', 0, 0, NULL, FALSE)",
         "INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at)"
         " VALUES (70, 'usage:req_off', 'usage', '', 0)",
         "INSERT INTO journal_lines (entry_id, account, amount_micros)"

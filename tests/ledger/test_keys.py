@@ -61,7 +61,7 @@ async def test_revoke_is_immediate_locally_and_within_a_refresh_elsewhere(
     key_id, secret = await keyring.create_key(tenant, "inference")
     other = Keyring(engine, clock, b"k" * 32)  # another process
     loop = KeyringRefresh(other)
-    assert loop.interval_s == 1.0 and loop.name
+    assert loop.interval_s <= 0.5 and loop.name  # reload + interval stays under 1 s
     assert other.authenticate(secret) is None  # not loaded yet
     await loop.step(clock.now())
     assert other.authenticate(secret) is not None

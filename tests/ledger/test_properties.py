@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,7 +22,8 @@ from cambist.ledger.journal import Journal
 from cambist.ledger.keys import Keyring
 from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.wallet import TenantWallet
-from cambist.store.db import open_engine, sqlite_url
+from cambist.store.db import open_engine
+from tests.ledger.conftest import FreshDatabase
 
 TENANTS = ("ten_a", "ten_b", "ten_c")
 micros = st.integers(min_value=1, max_value=5_000_000).map(lambda m: Decimal(m) / 1_000_000)
@@ -121,11 +121,10 @@ async def _apply(w: World, step: tuple) -> None:  # type: ignore[type-arg]
         await w.restart(step[1])
 
 
-async def _scenario(template: Path, steps: list[tuple]) -> None:  # type: ignore[type-arg]
+async def _scenario(url: str, steps: list[tuple]) -> None:  # type: ignore[type-arg]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shutil.copy(template, root / "db.sqlite")
-        engine = open_engine(sqlite_url(root / "db.sqlite"))
+        engine = open_engine(url)
         clock = ManualClock()
         journal = Journal(engine, clock)
         keyring = Keyring(engine, clock, b"s" * 32)
@@ -173,5 +172,8 @@ async def _check_books(w: World) -> None:
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(steps=st.lists(op, max_size=40))
-def test_books_stay_whole(template_db: Path, steps: list[tuple]) -> None:  # type: ignore[type-arg]
-    asyncio.run(_scenario(template_db, steps))
+def test_books_stay_whole(
+    fresh_database: FreshDatabase, steps: list[tuple]  # type: ignore[type-arg]
+) -> None:
+    with fresh_database() as url:  # one private database per example
+        asyncio.run(_scenario(url, steps))

@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from cambist.api.auth import control_plane, principal, require_admin, resolve_tenant
 from cambist.api.context import ControlPlane
+from cambist.api.routes_keys import IdempotencyHeader, finish_idempotent
 from cambist.domain.billing import Principal
 from cambist.domain.errors import InvalidRequest, NotFound
 from cambist.domain.models import MODEL_CATALOG, find_model
 from cambist.domain.money import quantize_usd
+from cambist.ledger.idempotency import IdempotencyStore, IdempotentCall
 from cambist.ledger.queries import usage_records, usage_summary
 
 __all__ = ["router"]
@@ -86,19 +88,35 @@ async def tenants(cp: Annotated[ControlPlane, Depends(control_plane)],
 
 class TenantBody(BaseModel):
     name: str = Field(min_length=1, max_length=128)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 @router.post("/tenants", status_code=201)
-async def create_tenant(body: TenantBody, cp: Annotated[ControlPlane, Depends(control_plane)],
-                        p: Annotated[Principal, Depends(principal)]) -> dict:
-    """Create a tenant with one inference key (the secret is shown once)."""
+async def create_tenant(body: TenantBody, response: Response,
+                        cp: Annotated[ControlPlane, Depends(control_plane)],
+                        p: Annotated[Principal, Depends(principal)],
+                        idempotency_key: IdempotencyHeader = None) -> dict:
+    """Create a tenant with one tenant-admin key (the secret is shown once;
+    idempotent on ``Idempotency-Key``)."""
     require_admin(p)
-    if body.name in {x["name"] for x in await cp.keyring.list_tenants()}:
-        raise InvalidRequest(f"tenant {body.name!r} exists", param="name")
-    tid = await cp.keyring.create_tenant(body.name)
-    key_id, secret = await cp.keyring.create_key(tid, "tenant-admin", "default")
+    call = IdempotentCall.resolve(p.key_id, idempotency_key, body.idempotency_key,
+                                  {"op": "tenants.create", "name": body.name})
+    seed = call.seed if call else None
+    fresh: list[str] = []
+
+    async def act(conn: Any) -> dict:
+        tid = await cp.keyring.create_tenant(body.name, conn=conn)  # Conflict if taken
+        key_id, secret = await cp.keyring.create_key(tid, "tenant-admin", "default",
+                                                     conn=conn, seed=seed)
+        fresh.append(secret)
+        return {"id": tid, "name": body.name.strip(), "key_id": key_id}
+
+    result, replayed = await IdempotencyStore(cp.db, cp.clock).run(call, act)
     await cp.keyring.refresh()
-    return {"id": tid, "name": body.name, "key_id": key_id, "key": secret}
+    finish_idempotent(response, replayed)
+    secret = (cp.keyring.derived_secret(result["key_id"], seed) if replayed and seed
+              else fresh[0])
+    return {**result, "key": secret}
 
 
 @router.get("/prices")

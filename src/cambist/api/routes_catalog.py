@@ -1,4 +1,4 @@
-"""``/v1/catalog/models`` and ``/v1/endpoints``: what can be deployed and what serves."""
+"""``/v1/catalog/models``: what can be deployed (``/v1/endpoints`` is in ``routes_endpoints``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends
 
 from cambist.api.auth import control_plane, principal
 from cambist.api.context import ControlPlane
-from cambist.api.serialize import endpoint_json
 from cambist.domain.billing import Principal
 from cambist.domain.models import MODEL_CATALOG
 from cambist.domain.money import quantize_usd
@@ -37,13 +36,3 @@ async def catalog(cp: Annotated[ControlPlane, Depends(control_plane)],
                                        if best and best.cost_per_mtok else None),
         })
     return {"object": "list", "data": rows}
-
-
-@router.get("/endpoints")
-async def endpoints(cp: Annotated[ControlPlane, Depends(control_plane)],
-                    p: Annotated[Principal, Depends(principal)]) -> dict:
-    """Routable endpoints the caller may see."""
-    eps = await cp.records.endpoints()
-    if not p.is_admin:
-        eps = [e for e in eps if e.owner in (None, p.tenant_id)]
-    return {"object": "list", "data": [endpoint_json(e) for e in eps]}

@@ -1,9 +1,145 @@
-"""Routes being built (see the module's owner)."""
+"""``/v1/endpoints``: every upstream the gateway routes to, and registering
+local OpenAI-compatible servers (admin only).
+
+Tenant keys see the platform's endpoints and their own; admins see all. No
+response ever carries an upstream API key; admins see the *name* of the
+environment variable that holds it.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import os
+from decimal import Decimal
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from cambist.api.auth import control_plane, principal, require_admin, resolve_tenant
+from cambist.api.context import ControlPlane
+from cambist.api.serialize import endpoint_json
+from cambist.domain.billing import Principal
+from cambist.domain.endpoint import Endpoint, is_env_var_name, normalize_upstream_url
+from cambist.domain.errors import Conflict, InvalidRequest, PermissionDenied
+from cambist.domain.ids import new_id
+from cambist.gateway.probe import probe_endpoint
+from cambist.gateway.registry import (
+    find_endpoint,
+    insert_local_endpoint,
+    list_endpoints,
+    remove_endpoint,
+)
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["endpoints"])
+router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
+
+PROBE_TIMEOUT_S = 5.0
+
+
+class RegisterBody(BaseModel):
+    """A local OpenAI-compatible server serving one model."""
+
+    url: str = Field(max_length=512)
+    model: str = Field(min_length=1, max_length=128)
+    input_price_per_mtok: Decimal = Field(ge=0, allow_inf_nan=False)
+    output_price_per_mtok: Decimal = Field(ge=0, allow_inf_nan=False)
+    api_key_env: str | None = Field(default=None, max_length=128)
+    quantization: str | None = Field(default=None, min_length=1, max_length=16)
+    supplier: str = Field(default="local", min_length=1, max_length=64)
+    tenant: str | None = Field(default=None, max_length=64)
+    context_length: int = Field(default=0, ge=0)
+    max_concurrency: int = Field(default=64, ge=1, le=100_000)
+
+
+def _json(e: Endpoint, admin: bool) -> dict[str, Any]:
+    out = {
+        **endpoint_json(e), "kind": e.kind, "context_length": e.context_length,
+        "input_price_per_mtok": (str(e.input_price_per_mtok)
+                                 if e.input_price_per_mtok is not None else None),
+        "output_price_per_mtok": (str(e.output_price_per_mtok)
+                                  if e.output_price_per_mtok is not None else None),
+        "quantization": e.quantization, "created_at": e.created_at,
+    }
+    if admin:
+        out["api_key_env"] = e.api_key_env
+    return out
+
+
+def _check_key_env(name: str | None) -> None:
+    if name is None:
+        return
+    if not is_env_var_name(name):
+        raise InvalidRequest("api_key_env must be the name of an environment variable "
+                             "(the key itself is never sent here)", param="api_key_env")
+    if name.upper().startswith("CAMBIST_"):
+        raise InvalidRequest("api_key_env cannot name one of Cambist's own CAMBIST_* "
+                             "settings", param="api_key_env")
+
+
+@router.get("")
+async def endpoints(cp: Annotated[ControlPlane, Depends(control_plane)],
+                    p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Routable endpoints of every kind that the caller may see."""
+    eps = await list_endpoints(cp.db)
+    if not p.is_admin:
+        eps = [e for e in eps if e.owner in (None, p.tenant_id)]
+    return {"object": "list", "data": [_json(e, p.is_admin) for e in eps]}
+
+
+@router.post("", status_code=201)
+async def register(body: RegisterBody, cp: Annotated[ControlPlane, Depends(control_plane)],
+                   p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Register an OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, LM
+    Studio, ...) as a ``local`` endpoint (admin only)."""
+    require_admin(p)
+    _check_key_env(body.api_key_env)
+    ep = Endpoint(
+        id=new_id("ep"), model=body.model.strip(), url=normalize_upstream_url(body.url),
+        supplier=body.supplier, owner=resolve_tenant(p, body.tenant), healthy=True,
+        max_concurrency=body.max_concurrency, context_length=body.context_length,
+        created_at=cp.clock.now(), kind="local",
+        input_price_per_mtok=body.input_price_per_mtok,
+        output_price_per_mtok=body.output_price_per_mtok, api_key_env=body.api_key_env,
+        quantization=body.quantization.lower() if body.quantization else None,
+    )
+    await insert_local_endpoint(cp.db, ep)
+    return _json(ep, admin=True)
+
+
+@router.get("/{endpoint_id}")
+async def endpoint(endpoint_id: str, cp: Annotated[ControlPlane, Depends(control_plane)],
+                   p: Annotated[Principal, Depends(principal)]) -> dict:
+    """One endpoint the caller may see."""
+    ep = await find_endpoint(cp.db, endpoint_id)
+    if not p.is_admin and ep.owner not in (None, p.tenant_id):
+        raise PermissionDenied("this endpoint belongs to another owner")
+    return _json(ep, p.is_admin)
+
+
+@router.delete("/{endpoint_id}")
+async def remove(endpoint_id: str, cp: Annotated[ControlPlane, Depends(control_plane)],
+                 p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Take an external or local endpoint out of routing (admin only). An own
+    deployment's endpoint goes with its deployment (``undeploy``)."""
+    require_admin(p)
+    ep = await find_endpoint(cp.db, endpoint_id)
+    if ep.kind == "deployment":
+        raise Conflict(f"endpoint {endpoint_id} belongs to deployment {ep.deployment}; "
+                       "undeploy it instead", param="id")
+    await remove_endpoint(cp.db, endpoint_id, cp.clock.now())
+    return {"id": endpoint_id, "removed": True}
+
+
+@router.post("/{endpoint_id}/probe")
+async def probe(endpoint_id: str, cp: Annotated[ControlPlane, Depends(control_plane)],
+                p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Probe an endpoint: latency of ``/v1/models``, the models it serves, ``/health``
+    (admin only: the probe carries the upstream's API key)."""
+    require_admin(p)
+    ep = await find_endpoint(cp.db, endpoint_id)
+    async with httpx.AsyncClient(trust_env=False) as http:
+        # The upstream key is looked up by variable name in this process's environment.
+        result = await probe_endpoint(http, ep, os.environ.get, PROBE_TIMEOUT_S)
+    return result.as_json()

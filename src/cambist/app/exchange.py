@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
@@ -22,7 +23,8 @@ from cambist.deploy.recovery import recover
 from cambist.domain.clock import Clock, SystemClock
 from cambist.domain.schedule import Loop, RealTimeScheduler
 from cambist.gateway.deps import GatewayDeps, GatewaySettings
-from cambist.gateway.routing import RoutingRefresh, RoutingTable
+from cambist.gateway.registry import RoutingRefresh, upsert_external_endpoints
+from cambist.gateway.routing import RoutingTable
 from cambist.ledger.flusher import OutboxFlusher
 from cambist.ledger.journal import Journal
 from cambist.ledger.keys import Keyring, KeyringRefresh, ensure_server_secret
@@ -30,6 +32,7 @@ from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.prices import PriceBook, PriceBookRefresh
 from cambist.ledger.wallet import TenantWallet, WalletRefresh
 from cambist.market.book import OfferBook
+from cambist.market.history import PriceHistory
 from cambist.perf.model import PerfModel
 from cambist.providers.local import LocalGpu
 from cambist.providers.registry import build_default_registry
@@ -104,12 +107,18 @@ async def open_exchange(settings: Settings, role: Role = "up",
     await wallet.load()
     events = EventLog(db)
     buffer = EventBuffer(events)
-    routes = RoutingTable(clock)
-    refresh = RoutingRefresh(db, routes, clock)
+    # External upstreams from config: rows with stable ids, keys read from the
+    # environment here (by variable name, once per routing swap), never stored.
+    declared = [e for u in settings.upstreams for e in u.endpoints(clock.now())]
+    await upsert_external_endpoints(db, declared, clock.now(), retire_others=role == "up")
+    routes = RoutingTable(clock, credentials=os.environ.get)
+    refresh = RoutingRefresh(db, routes, clock, declared=declared)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000,
                                                  max_keepalive_connections=200))
+    gw_settings = GatewaySettings(retry_budget_s=settings.retry_budget_s,
+                                  declared_price_markup=settings.markup)
     gateway = GatewayDeps(authenticator=keyring, prices=prices, wallet=wallet, routes=routes,
-                          clock=clock, http=http, settings=GatewaySettings(),
+                          clock=clock, http=http, settings=gw_settings,
                           on_event=buffer.add)
     ex = Exchange(settings=settings, role=role, clock=clock, db=db, http=http, keyring=keyring,
                   journal=journal, prices=prices, wallet=wallet, outbox=outbox, flusher=flusher,
@@ -121,6 +130,8 @@ async def open_exchange(settings: Settings, role: Role = "up",
         ex.loops += [ex.control.controller, feed, LeaseSync(ex.control.desk),
                      HealthProbe(ex.control.records, ex.control.controller, http,
                                  interval_s=settings.health_interval_s)]
+        # price history: OHLC/volume rollups of the book and the leases (market/history.py)
+        ex.loops.append(PriceHistory(db, ex.control.book, interval_s=settings.market_interval_s))
     await refresh.step(clock.now())
     return ex
 

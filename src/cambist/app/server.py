@@ -21,6 +21,8 @@ from cambist.api import (
     routes_keys,
     routes_leases,
     routes_market,
+    routes_quote,
+    routes_signals,
 )
 from cambist.api.errors import install_error_handlers
 from cambist.app.exchange import Exchange
@@ -55,7 +57,7 @@ def create_app(ex: Exchange) -> FastAPI:
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,
                        routes_catalog, routes_events, routes_history, routes_endpoints,
-                       routes_keys):
+                       routes_keys, routes_signals, routes_quote):
             app.include_router(module.router)
         cp = ex.control
 

@@ -1,12 +1,96 @@
-"""CLI commands being built."""
+"""``cambist keys``: create, list, revoke and rotate API keys over the REST API.
+
+Mutations send a fresh idempotency key (or ``--idempotency-key``), so a
+command retried after a lost answer never creates a second key.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Annotated, Any
+
 import typer
+
+from cambist.cli.common import console, emit_json, new_token, run_client
+from cambist.cli.render import table
 
 __all__ = ["register"]
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+IdemOpt = Annotated[str | None, typer.Option(
+    help="Repeat-safe token: the same token returns the first outcome.")]
+_SCOPES = ("admin", "tenant-admin", "inference")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _show_secret(k: dict[str, Any], verb: str) -> None:
+    owner = f"tenant {k['tenant_id']}" if k["tenant_id"] else "the platform"
+    console.print(f"{verb} key [bold]{k['id']}[/bold] ({k['scope']}, {owner}"
+                  + (f", {k['name']!r}" if k["name"] else "") + ")")
+    console.print(f"secret (shown once, store it now): {k['key']}", soft_wrap=True,
+                  highlight=False)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
-    _ = app
+    """Add the ``keys`` command group to ``app``."""
+    keys = typer.Typer(help="API keys: create, list, revoke, rotate.", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+
+    @keys.command("create")
+    def create(ctx: typer.Context,
+               tenant: Annotated[str | None, typer.Option(
+                   help="Tenant id (admin keys; a tenant key acts for its own).")] = None,
+               scope: Annotated[str, typer.Option(
+                   help="admin, tenant-admin or inference.")] = "inference",
+               name: Annotated[str, typer.Option(help="A label, e.g. laptop.")] = "",
+               idempotency_key: IdemOpt = None, as_json: JsonOpt = False) -> None:
+        """Create a key; its secret is printed once."""
+        if scope not in _SCOPES:
+            raise typer.BadParameter(f"--scope takes one of {', '.join(_SCOPES)}")
+        body = {"tenant": tenant, "scope": scope, "name": name,
+                "idempotency_key": idempotency_key or new_token()}
+        k = run_client(ctx, lambda c: c.post("/v1/keys", body))
+        emit_json(k) if as_json else _show_secret(k, "Created")
+
+    @keys.command("list")
+    def list_(ctx: typer.Context,
+              tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")]
+              = None,
+              active: Annotated[bool, typer.Option(help="Leave out revoked keys.")] = False,
+              as_json: JsonOpt = False) -> None:
+        """Keys with scope, tenant, prefix and state (never secrets)."""
+        data = run_client(ctx, lambda c: c.get("/v1/keys", tenant=tenant, active=active))
+        if as_json:
+            emit_json(data)
+            return
+        rows = [[k["id"], k["scope"], k["tenant_id"] or "platform", k["name"],
+                 k["prefix"] + "…", _when(k["created_at"]),
+                 f"revoked {_when(k['revoked_at'])}" if k["revoked_at"] else "active"]
+                for k in data["data"]]
+        console.print(table("API keys", ["id", "scope", "tenant", "name", "prefix", "created",
+                                         "state"], rows))
+
+    @keys.command("revoke")
+    def revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],
+               idempotency_key: IdemOpt = None) -> None:
+        """Revoke a key; every process refuses it within a second."""
+        body = {"idempotency_key": idempotency_key or new_token()}
+        k = run_client(ctx, lambda c: c.post(f"/v1/keys/{key_id}/revoke", body))
+        console.print(f"Revoked {k['id']} ({k['scope']}, prefix {k['prefix']}…)")
+
+    @keys.command("rotate")
+    def rotate(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],
+               idempotency_key: IdemOpt = None, as_json: JsonOpt = False) -> None:
+        """Replace a key with a new one (same tenant, scope, name) and revoke it."""
+        body = {"idempotency_key": idempotency_key or new_token()}
+        k = run_client(ctx, lambda c: c.post(f"/v1/keys/{key_id}/rotate", body))
+        if as_json:
+            emit_json(k)
+            return
+        console.print(f"Revoked {key_id}.")
+        _show_secret(k, "New")

@@ -95,15 +95,42 @@ def register(app: typer.Typer) -> None:
         r = run_client(ctx, lambda c: c.post("/v1/credits", body))
         console.print(f"{r['tenant']}: balance {money(r['balance'], 6)}")
 
-    @app.command()
+    tenants_app = typer.Typer(help="Tenants (admin key); lists them without a subcommand.",
+                              invoke_without_command=True)
+    app.add_typer(tenants_app, name="tenants")
+
+    @tenants_app.callback()
     def tenants(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         """Tenants of this exchange (admin key)."""
+        if ctx.invoked_subcommand is not None:
+            return
         data = run_client(ctx, lambda c: c.get("/v1/tenants"))
         if as_json:
             emit_json(data)
             return
         console.print(table("Tenants", ["id", "name"], [[t["id"], t["name"]]
                                                        for t in data["data"]]))
+
+    @tenants_app.command("list")
+    def tenants_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """Tenants of this exchange (admin key)."""
+        tenants(ctx, as_json)
+
+    @tenants_app.command("create")
+    def tenants_create(ctx: typer.Context, name: Annotated[str, typer.Argument()],
+                       idempotency_key: Annotated[str | None, typer.Option(
+                           help="Repeat-safe token.")] = None,
+                       as_json: JsonOpt = False) -> None:
+        """Create a tenant and its first tenant-admin key (secret printed once)."""
+        body = {"name": name, "idempotency_key": idempotency_key or new_token()}
+        t = run_client(ctx, lambda c: c.post("/v1/tenants", body))
+        if as_json:
+            emit_json(t)
+            return
+        console.print(f"Created tenant [bold]{t['id']}[/bold] ({t['name']}) with tenant-admin "
+                      f"key {t['key_id']}")
+        console.print(f"secret (shown once, store it now): {t['key']}", soft_wrap=True,
+                      highlight=False)
 
     prices_app = typer.Typer(help="The versioned price list.", invoke_without_command=True)
     app.add_typer(prices_app, name="prices")
@@ -145,19 +172,6 @@ def register(app: typer.Typer) -> None:
         console.print(table("Price list", ["model", "tier", "$/Mtok in", "$/Mtok out",
                                            "version"], rows,
                             justify_right=("$/Mtok in", "$/Mtok out")))
-
-    @app.command()
-    def endpoints(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-        """Endpoints the gateway routes to."""
-        data = run_client(ctx, lambda c: c.get("/v1/endpoints"))
-        if as_json:
-            emit_json(data)
-            return
-        rows = [[e["id"], e["model"], e["supplier"], e["sku"], e["url"],
-                 "yes" if e["healthy"] else "no", money(e["cost_per_hour"])]
-                for e in data["data"]]
-        console.print(table("Endpoints", ["id", "model", "supplier", "sku", "url", "healthy",
-                                          "$/h"], rows))
 
     @app.command()
     def events(ctx: typer.Context,

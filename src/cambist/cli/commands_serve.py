@@ -23,10 +23,11 @@ def _settings(home: Path | None, overrides: dict[str, Any]) -> Any:
 
 def _serve(settings: Any, role: str) -> None:
     from cambist.app.run import PortInUse, run
+    from cambist.store.db import DatabaseUnavailable
 
     try:
         run(settings, role)  # type: ignore[arg-type]
-    except PortInUse as exc:
+    except (PortInUse, DatabaseUnavailable) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass

@@ -7,11 +7,13 @@ from typing import Annotated
 import typer
 
 from cambist.cli import (
+    commands_db,
     commands_endpoints,
     commands_keys,
     commands_market,
     commands_market_data,
     commands_money,
+    commands_quote,
     commands_serve,
 )
 
@@ -40,6 +42,8 @@ commands_money.register(app)
 commands_market_data.register(app)
 commands_endpoints.register(app)
 commands_keys.register(app)
+commands_quote.register(app)
+commands_db.register(app)
 
 
 def main() -> None:

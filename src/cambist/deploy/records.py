@@ -14,7 +14,7 @@ from cambist.domain.lease import TERMINAL_LEASE_STATES, Lease, LeaseState
 from cambist.domain.money import from_micros, to_micros
 from cambist.store.schema import deployments, endpoints, leases, replicas
 
-__all__ = ["Records"]
+__all__ = ["Records", "endpoint_row"]
 
 
 def _lease(r: RowMapping) -> Lease:
@@ -60,6 +60,10 @@ def _replica(r: RowMapping) -> Replica:
     )
 
 
+def _opt_micros(v: int | None) -> Decimal | None:
+    return from_micros(v) if v is not None else None
+
+
 def _endpoint(r: RowMapping) -> Endpoint:
     return Endpoint(
         id=r["id"], model=r["model"], url=r["url"], supplier=r["supplier"], owner=r["owner"],
@@ -67,7 +71,27 @@ def _endpoint(r: RowMapping) -> Endpoint:
         sku=r["sku"], region=r["region"], cost_per_hour=from_micros(r["cost_per_hour_micros"]),
         capacity_tok_s=r["capacity_tok_s"], max_concurrency=r["max_concurrency"],
         context_length=r["context_length"], created_at=r["created_at"],
+        kind=r["kind"] or "deployment",
+        input_price_per_mtok=_opt_micros(r["input_micros_per_mtok"]),
+        output_price_per_mtok=_opt_micros(r["output_micros_per_mtok"]),
+        api_key_env=r["api_key_env"], quantization=r["quantization"],
     )
+
+
+def endpoint_row(e: Endpoint) -> dict[str, Any]:
+    """The ``endpoints`` row of ``e`` (without ``removed_at``)."""
+    return {
+        "id": e.id, "model": e.model, "url": e.url, "supplier": e.supplier, "owner": e.owner,
+        "healthy": e.healthy, "deployment": e.deployment, "lease_id": e.lease_id, "sku": e.sku,
+        "region": e.region, "cost_per_hour_micros": to_micros(e.cost_per_hour),
+        "capacity_tok_s": e.capacity_tok_s, "max_concurrency": e.max_concurrency,
+        "context_length": e.context_length, "created_at": e.created_at, "kind": e.kind,
+        "input_micros_per_mtok": (to_micros(e.input_price_per_mtok)
+                                  if e.input_price_per_mtok is not None else None),
+        "output_micros_per_mtok": (to_micros(e.output_price_per_mtok)
+                                   if e.output_price_per_mtok is not None else None),
+        "api_key_env": e.api_key_env, "quantization": e.quantization,
+    }
 
 
 class Records:
@@ -163,12 +187,7 @@ class Records:
     # endpoints
     async def insert_endpoint(self, e: Endpoint) -> None:
         async with self.engine.begin() as c:
-            await c.execute(insert(endpoints).values(
-                id=e.id, model=e.model, url=e.url, supplier=e.supplier, owner=e.owner,
-                healthy=e.healthy, deployment=e.deployment, lease_id=e.lease_id, sku=e.sku,
-                region=e.region, cost_per_hour_micros=to_micros(e.cost_per_hour),
-                capacity_tok_s=e.capacity_tok_s, max_concurrency=e.max_concurrency,
-                context_length=e.context_length, created_at=e.created_at))
+            await c.execute(insert(endpoints).values(**endpoint_row(e)))
 
     async def set_endpoint_health(self, endpoint_id: str, healthy: bool) -> None:
         async with self.engine.begin() as c:

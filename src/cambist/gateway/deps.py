@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -31,10 +32,18 @@ class GatewaySettings:
     upstream_connect_timeout_s: float = 5.0
     upstream_read_timeout_s: float = 300.0
     max_attempts: int = 3
+    """Upstream attempts per model (each model of a ``models`` list gets its own)."""
+    retry_budget_s: float = 30.0
+    """No new upstream attempt starts this long after the request arrived."""
+    declared_price_markup: Decimal = Decimal("0.30")
+    """A model with no entry in the price list, served by external or local
+    endpoints, is priced at their declared per-token price x (1 + this)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.retry_budget_s <= 0 or self.declared_price_markup < 0:
+            raise ValueError("retry_budget_s must be positive and the markup non-negative")
         if self.max_body_bytes < 1 or self.default_max_tokens < 1 or self.max_tokens_cap < 1:
             raise ValueError("body and token limits must be positive")
 

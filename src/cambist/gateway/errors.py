@@ -36,6 +36,7 @@ __all__ = [
     "InvalidJson",
     "ModelNotFound",
     "ModelNotPriced",
+    "NoEndpointMatchesPolicy",
     "NoHealthyEndpoint",
     "PayloadTooLarge",
     "TenantKeyRequired",
@@ -91,6 +92,12 @@ class ModelNotPriced(CambistError):
     type = "server_error"
 
 
+class NoEndpointMatchesPolicy(InvalidRequest):
+    """The model has endpoints, but the request's ``provider`` options exclude all."""
+
+    code = "no_endpoint_matches_policy"
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptFailure:
     """Why one upstream attempt failed before the first byte."""
@@ -100,6 +107,7 @@ class AttemptFailure:
     reason: str  # "connect", "timeout", "status_<code>", "read", "empty", "bad_json"
     retryable: bool
     opens_circuit: bool
+    retry_after_s: float | None = None
 
 
 class UpstreamFailed(CambistError):

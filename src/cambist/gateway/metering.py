@@ -136,7 +136,8 @@ class Meter:
             completion_tokens=usage.completion_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             price=charge,
-            compute_cost=route.compute_cost(usage.completion_tokens),
+            compute_cost=route.compute_cost(
+                usage.completion_tokens, usage.prompt_tokens),
             price_version=self.price.version,
             status=status,
             created_at=self.created_at,

@@ -2,10 +2,12 @@
 
 The body is parsed once with orjson, checked field by field (each failure an
 ``InvalidRequest`` naming its ``param``), changed only where it must be
-(Cambist's own routing fields removed; streaming requests always ask the
-upstream for the final usage chunk) and serialized once. The serialized bytes
-are what every upstream attempt sends. Fields the gateway does not know are
-passed through untouched and logged by name only.
+(Cambist's own routing fields removed, a ``:floor``/``:nitro`` suffix dropped
+from the model; streaming requests always ask the upstream for the final usage
+chunk) and serialized once. The serialized bytes are what every upstream
+attempt sends; only a fallback model from ``models`` gets its own copy with
+its name. Fields the gateway does not know are passed through untouched and
+logged by name only. The routing fields are parsed in :mod:`.policy`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 from cambist.domain.errors import InvalidRequest
 from cambist.domain.tokens import count_chat_tokens, count_text_tokens
 from cambist.gateway.errors import InvalidJson
+from cambist.gateway.policy import Target, parse_targets
 
 __all__ = ["OWN_FIELDS", "Kind", "ParsedRequest", "check_context_length", "parse_request"]
 
@@ -47,6 +50,10 @@ _KNOWN: dict[str, frozenset[str]] = {
     ),
 }
 _NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_NOT_PARAMETERS = frozenset({
+    "model", "messages", "prompt", "input", "stream", "stream_options", "user", "metadata",
+    "store", "service_tier", *OWN_FIELDS,
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,16 @@ class ParsedRequest:
     choices: int
     prompt_tokens: int
     unknown_fields: tuple[str, ...]
+    targets: tuple[Target, ...] = ()
+    parameters: frozenset[str] = frozenset()
+    body: dict[str, Any] | None = None
+
+    def payload_for(self, model: str) -> bytes:
+        """The bytes to send for ``model``: the one serialization for the
+        requested model, a copy naming the fallback model otherwise."""
+        if model == self.model or self.body is None:
+            return self.payload
+        return orjson.dumps({**self.body, "model": model})
 
     def reserve_completion_tokens(self, default_max_tokens: int) -> int:
         """Completion tokens to hold credit for (none for embeddings)."""
@@ -85,10 +102,13 @@ def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int) -> ParsedReque
     if not isinstance(body, dict):
         raise InvalidJson("the request body must be a JSON object")
     model = body.get("model")
+    if model is None and isinstance(body.get("models"), list) and body["models"]:
+        model = body["models"][0]
     if model is None:
         raise InvalidRequest("you must provide a model parameter", param="model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model must be a non-empty string", param="model")
+    targets = parse_targets(body, model)
     stream = _optional_bool(body, "stream") if kind != "embeddings" else False
     _check_numbers(body)
     choices = _positive_int(body, "n") or 1
@@ -111,10 +131,12 @@ def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int) -> ParsedReque
     unknown = tuple(sorted(k for k in body if k not in _KNOWN[kind]))
     if unknown:
         log.debug("passing through unknown %s fields: %s", kind, ", ".join(unknown))
+    parameters = frozenset(k for k in body if k not in _NOT_PARAMETERS)
     wants_usage = _rewrite(body, stream)
+    body["model"] = targets[0].model
     return ParsedRequest(
         kind=kind,
-        model=model,
+        model=targets[0].model,
         payload=orjson.dumps(body),
         stream=stream,
         client_wants_usage=wants_usage,
@@ -123,6 +145,9 @@ def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int) -> ParsedReque
         choices=choices,
         prompt_tokens=prompt_tokens,
         unknown_fields=unknown,
+        targets=targets,
+        parameters=parameters,
+        body=body if len(targets) > 1 else None,
     )
 
 

@@ -1,10 +1,13 @@
 """The gateway service: one inference request from key to settled usage.
 
 Order of work: authenticate; read the body under the size limit; parse and
-validate it once; find the model's routes and price; reserve credit for the
-worst case (prompt estimate plus ``max_tokens``, or the default) before any
-upstream sees the request; forward with failover; then settle the actual
-usage (never more than was reserved) or release the hold.
+validate it once (routing policy included); plan the models that may serve it
+(price, ``max_price``, endpoints the policy admits, context length); reserve
+credit for the worst case (prompt estimate plus ``max_tokens``, or the
+default, at the dearest planned model) before any upstream sees the request;
+forward with failover, model after model of the ``models`` list, within the
+retry budget; then settle the actual usage at the price of the model that
+served it (never more than was reserved) or release the hold.
 """
 
 from __future__ import annotations
@@ -23,16 +26,17 @@ from cambist.domain.money import quantize_usd
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import (
     InvalidApiKey,
-    ModelNotFound,
-    ModelNotPriced,
     NoHealthyEndpoint,
     PayloadTooLarge,
     TenantKeyRequired,
+    UpstreamFailed,
 )
 from cambist.gateway.metering import Meter, usage_of_body
-from cambist.gateway.protocol import Kind, ParsedRequest, check_context_length, parse_request
+from cambist.gateway.planning import Plan, plan_targets
+from cambist.gateway.pricing import CallerPrices
+from cambist.gateway.protocol import Kind, ParsedRequest, parse_request
 from cambist.gateway.streaming import RelayResponse, StreamRelay
-from cambist.gateway.upstream import UpstreamResult, close_quietly, forward
+from cambist.gateway.upstream import Attempts, UpstreamResult, close_quietly, forward
 
 __all__ = ["GatewayService", "format_decimal"]
 
@@ -49,6 +53,7 @@ class GatewayService:
 
     def __init__(self, deps: GatewayDeps) -> None:
         self._deps = deps
+        self.prices = CallerPrices(deps.prices, deps.routes, deps.settings.declared_price_markup)
 
     def authenticate(self, request: Request) -> Principal:
         """The principal of the request's bearer key; raises ``InvalidApiKey``."""
@@ -80,15 +85,6 @@ class GatewayService:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def context_length(self, model: str, tenant: str | None = None) -> int:
-        """The model's context length (0 if unknown); raises if nothing can serve it."""
-        healthy = self._deps.routes.healthy(model, tenant)
-        if healthy:
-            return max(r.endpoint.context_length for r in healthy)
-        if self._deps.routes.knows(model) or self._deps.prices.price(model) is not None:
-            raise NoHealthyEndpoint(f"no healthy endpoint serves {model} right now")
-        raise ModelNotFound(f"The model '{model}' does not exist", param="model")
-
     async def infer(self, request: Request, kind: Kind) -> Response:
         """Serve one chat, completions or embeddings request."""
         deps = self._deps
@@ -104,23 +100,24 @@ class GatewayService:
         parsed = parse_request(
             await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap
         )
-        check_context_length(parsed, self.context_length(parsed.model, principal.tenant_id))
-        price = deps.prices.price(parsed.model, "standard")
-        if price is None:
-            raise ModelNotPriced(f"model {parsed.model} is not priced")
-        hold = price.charge(
-            parsed.prompt_tokens, parsed.reserve_completion_tokens(deps.settings.default_max_tokens)
-        )
+        plans, primary_error = plan_targets(deps.routes, self.prices, parsed, principal.tenant_id)
+        if not plans:
+            assert primary_error is not None
+            raise primary_error
+        completion = parsed.reserve_completion_tokens(deps.settings.default_max_tokens)
+        hold = max(p.price.charge(parsed.prompt_tokens, completion) for p in plans)
         reservation = deps.wallet.reserve(principal.tenant_id, hold, request_id)
         meter = Meter(
-            deps.wallet, reservation, price, principal, request_id, parsed.model,
+            deps.wallet, reservation, plans[0].price, principal, request_id, plans[0].target.model,
             created_at, started, parsed.stream,
         )
         try:
-            result = await forward(deps, parsed, request_id, started, principal.tenant_id)
+            result, plan = await self._forward(parsed, plans, request_id, started,
+                                               principal.tenant_id, created_at)
         except BaseException:
             meter.release()
             raise
+        meter.price, meter.model = plan.price, plan.target.model
         try:
             return self._respond(parsed, result, meter)
         except BaseException:
@@ -130,9 +127,34 @@ class GatewayService:
                 await close_quietly(result.response)
             raise
 
+    async def _forward(
+        self, parsed: ParsedRequest, plans: list[Plan], request_id: str, started: float,
+        tenant: str, created_at: float,
+    ) -> tuple[UpstreamResult, Plan]:
+        """Try each planned model in turn until one starts answering."""
+        attempts = Attempts(deadline=created_at + self._deps.settings.retry_budget_s)
+        first: NoHealthyEndpoint | None = None
+        for i, plan in enumerate(plans):
+            if i:
+                log.info("request %s: trying fallback model %s", request_id, plan.target.model)
+            try:
+                result = await forward(self._deps, parsed, plan.target, attempts, request_id,
+                                       started, tenant)
+            except NoHealthyEndpoint as exc:
+                first = first or exc
+                continue
+            except UpstreamFailed:
+                continue
+            return result, plan
+        if attempts.failures:
+            raise UpstreamFailed(attempts.failures)
+        assert first is not None
+        raise first
+
     def _respond(self, parsed: ParsedRequest, result: UpstreamResult, meter: Meter) -> Response:
         headers = {
             "x-request-id": meter.request_id,
+            "x-cambist-model": meter.model,
             "x-cambist-endpoint": result.route.id,
             "x-cambist-supplier": result.route.supplier,
             "x-cambist-attempts": str(result.attempts),
@@ -156,13 +178,14 @@ class GatewayService:
         return Response(result.body, 200, headers, media_type="application/json")
 
     async def models(self, request: Request) -> Response:
-        """``GET /v1/models``: every priced model with at least one healthy endpoint."""
+        """``GET /v1/models``: every priced model with at least one healthy endpoint
+        (priced by the price list, else by its endpoints' declared prices)."""
         principal = self.authenticate(request)
         deps = self._deps
         data = []
         for model in deps.routes.models():
             healthy = deps.routes.healthy(model, principal.tenant_id)
-            price = deps.prices.price(model, "standard")
+            price = self.prices.price(model, "standard")
             if not healthy or price is None:
                 continue
             data.append({

@@ -1,9 +1,13 @@
 """Forwarding to upstream endpoints, with retries before the first byte.
 
 Each attempt sends the same serialized body to the best route the table
-offers. An attempt fails over to the next candidate when nothing has reached
-the client yet: connection errors, timeouts and 5xx open the endpoint's
-circuit (passive health); 408/429 only move on. A stream counts as started
+offers under the request's routing policy, with the upstream's own
+``Authorization`` when it has an API key. An attempt fails over to the next
+candidate when nothing has reached the client yet: connection errors,
+timeouts, 5xx and 401/403 (the upstream refused *our* credentials) open the
+endpoint's circuit (passive health); 408/429 only move on. A ``Retry-After``
+on a 429 or 503 keeps that endpoint out of routing until then. No attempt
+starts after the request's retry budget is spent. A stream counts as started
 once its first event has arrived; a non-streamed response once its whole
 body is read and parsed. Other 4xx answers are the caller's problem and are
 passed back as they are. httpx errors are translated here and nowhere else.
@@ -15,7 +19,8 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import anyio
@@ -25,11 +30,16 @@ import orjson
 from cambist.domain.events import EventKind
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import AttemptFailure, NoHealthyEndpoint, UpstreamFailed
+from cambist.gateway.policy import Target
 from cambist.gateway.protocol import Kind, ParsedRequest
 from cambist.gateway.routing import EndpointRoute
 from cambist.gateway.sse import sse_events
 
-__all__ = ["PATHS", "UpstreamResult", "close_quietly", "forward"]
+__all__ = ["MAX_RETRY_AFTER_S", "PATHS", "Attempts", "UpstreamResult", "close_quietly",
+           "forward", "retry_after_seconds"]
+
+MAX_RETRY_AFTER_S = 3600.0
+"""The longest an upstream's ``Retry-After`` keeps its endpoint out of routing."""
 
 PATHS: dict[Kind, str] = {
     "chat": "/chat/completions",
@@ -59,15 +69,46 @@ class UpstreamResult:
     passthrough: bool = False
 
 
+@dataclass(slots=True)
+class Attempts:
+    """The attempts of one request across the models it tries, and its retry
+    budget: after the first attempt, none starts at or after ``deadline``."""
+
+    deadline: float
+    made: int = 0
+    failures: list[AttemptFailure] = field(default_factory=list)
+
+    def may_start(self, now: float) -> bool:
+        """Whether another attempt may start now."""
+        return self.made == 0 or now < self.deadline
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Seconds from ``now`` that a ``Retry-After`` header asks to wait (delta
+    seconds or an HTTP date), capped at :data:`MAX_RETRY_AFTER_S`."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value) if value.replace(".", "", 1).isdigit() \
+            else parsedate_to_datetime(value).timestamp() - now
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)
+
+
 class _AttemptFailed(Exception):
     def __init__(self, failure: AttemptFailure) -> None:
         super().__init__(failure.reason)
         self.failure = failure
 
 
-def _fail(route: EndpointRoute, reason: str, *, opens_circuit: bool = True) -> _AttemptFailed:
+def _fail(route: EndpointRoute, reason: str, *, opens_circuit: bool = True,
+          retry_after_s: float | None = None) -> _AttemptFailed:
     return _AttemptFailed(
-        AttemptFailure(route.id, route.supplier, reason, True, opens_circuit)
+        AttemptFailure(route.id, route.supplier, reason, True, opens_circuit, retry_after_s)
     )
 
 
@@ -87,33 +128,43 @@ def _transport_reason(exc: httpx.HTTPError) -> str:
 
 
 async def forward(
-    deps: GatewayDeps, request: ParsedRequest, request_id: str, started: float,
-    tenant: str | None = None,
+    deps: GatewayDeps, request: ParsedRequest, target: Target, attempts: Attempts,
+    request_id: str, started: float, tenant: str | None = None,
 ) -> UpstreamResult:
-    """Send ``request`` to the best route, failing over up to ``max_attempts`` times.
+    """Send ``request`` for ``target.model`` to the best route, failing over up
+    to ``max_attempts`` times (once when the policy allows no fallbacks).
 
     Raises ``NoHealthyEndpoint`` when no route was available at all and
-    ``UpstreamFailed`` (with every attempt's reason) when all attempts failed.
-    A returned non-stream result has already released its in-flight slot; a
-    stream's slot is released by whoever finishes relaying it.
+    ``UpstreamFailed`` (with every attempt's reason, of this model and those
+    tried before it) when all attempts failed. A returned non-stream result has
+    already released its in-flight slot; a stream's slot is released by
+    whoever finishes relaying it.
     """
     table = deps.routes
-    failures: list[AttemptFailure] = []
+    policy = target.policy
+    payload = request.payload_for(target.model)
     tried: set[str] = set()
-    for attempt in range(1, deps.settings.max_attempts + 1):
-        route = table.choose(request.model, tried, tenant)
+    limit = deps.settings.max_attempts if policy.allow_fallbacks else 1
+    before = len(attempts.failures)
+    for _ in range(limit):
+        if not attempts.may_start(deps.clock.now()):
+            break
+        route = table.choose(target.model, tried, tenant, policy, request.parameters)
         if route is None:
             break
         tried.add(route.id)
+        attempts.made += 1
+        attempt = attempts.made
         score = table.marginal_cost(route)
         table.acquire(route)
         try:
-            result = await _attempt(deps, route, request, request_id, started)
+            result = await _attempt(deps, route, request, payload, request_id, started)
         except _AttemptFailed as exc:
             table.release(route)
-            table.record_failure(route, open_circuit=exc.failure.opens_circuit)
-            failures.append(exc.failure)
-            _emit(deps, request_id, request.model, route, attempt, score, exc.failure.reason)
+            table.record_failure(route, open_circuit=exc.failure.opens_circuit,
+                                 retry_after_s=exc.failure.retry_after_s)
+            attempts.failures.append(exc.failure)
+            _emit(deps, request_id, target.model, route, attempt, score, exc.failure.reason)
             continue
         except BaseException:
             table.release(route)
@@ -123,11 +174,11 @@ async def forward(
             table.release(route)
         if not result.passthrough:
             table.record_success(route, result.ttfb_ms)
-        _emit(deps, request_id, request.model, route, attempt, score, "ok")
+        _emit(deps, request_id, target.model, route, attempt, score, "ok")
         return result
-    if not failures:
-        raise NoHealthyEndpoint(f"no healthy endpoint serves {request.model} right now")
-    raise UpstreamFailed(failures)
+    if len(attempts.failures) == before:
+        raise NoHealthyEndpoint(f"no healthy endpoint serves {target.model} right now")
+    raise UpstreamFailed(attempts.failures)
 
 
 def _emit(
@@ -159,14 +210,16 @@ async def _attempt(
     deps: GatewayDeps,
     route: EndpointRoute,
     request: ParsedRequest,
+    payload: bytes,
     request_id: str,
     started: float,
 ) -> UpstreamResult:
     http_request = deps.http.build_request(
         "POST",
         route.url(PATHS[request.kind]),
-        content=request.payload,
-        headers={"content-type": "application/json", "x-request-id": request_id},
+        content=payload,
+        headers={"content-type": "application/json", "x-request-id": request_id,
+                 **route.headers},
         timeout=deps.settings.timeout(),
     )
     try:
@@ -177,10 +230,12 @@ async def _attempt(
     result = UpstreamResult(route, response, 0, ttfb_ms)
     try:
         status = response.status_code
-        if status >= 500:
-            raise _fail(route, f"status_{status}")
+        wait = (retry_after_seconds(response.headers.get("retry-after"), deps.clock.now())
+                if status in (429, 503) else None)
+        if status >= 500 or status in (401, 403):
+            raise _fail(route, f"status_{status}", retry_after_s=wait)
         if status in (408, 429):
-            raise _fail(route, f"status_{status}", opens_circuit=False)
+            raise _fail(route, f"status_{status}", opens_circuit=False, retry_after_s=wait)
         if status >= 300:
             result.body = await response.aread()
             result.passthrough = True

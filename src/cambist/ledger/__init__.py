@@ -1,5 +1,6 @@
 """The ledger: tenants and API keys, the double-entry journal, the versioned
-price list, tenant wallets with reservations, and the durable usage outbox.
+price list, tenant wallets with reservations, the durable usage outbox, and
+the outcomes of idempotent API mutations.
 
 Imports only ``cambist.domain`` and ``cambist.store``.
 """
@@ -13,6 +14,7 @@ from cambist.ledger.accounts import (
     tenant_account,
 )
 from cambist.ledger.flusher import OutboxFlusher
+from cambist.ledger.idempotency import IdempotencyStore, IdempotentCall
 from cambist.ledger.journal import Entry, Journal
 from cambist.ledger.keys import Keyring, KeyringRefresh, ensure_server_secret
 from cambist.ledger.outbox import UsageOutbox
@@ -26,6 +28,8 @@ __all__ = [
     "REVENUE_INFERENCE",
     "REVENUE_LEASES",
     "Entry",
+    "IdempotencyStore",
+    "IdempotentCall",
     "Journal",
     "Keyring",
     "KeyringRefresh",

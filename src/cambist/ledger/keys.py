@@ -4,19 +4,29 @@ A key's secret (``cb-…``) is shown once, at creation; the database keeps only
 ``HMAC-SHA256(server secret, key secret)`` and a short display prefix. The
 gateway's hot path calls :meth:`Keyring.authenticate` synchronously: one HMAC
 and one dict lookup in a map that :class:`KeyringRefresh` rebuilds every
-second, so a revocation reaches every process within about a second.
+half second, so a revocation reaches every process within one second.
+
+Mutations take an optional ``conn``: given one, they write inside the
+caller's transaction (e.g. :class:`cambist.ledger.idempotency.IdempotencyStore`)
+and leave the in-memory map alone; the caller calls :meth:`Keyring.refresh`
+after the commit. A ``seed`` (secret material the database never stores, such
+as an idempotency key) makes a new key's secret reproducible by
+:meth:`Keyring.derived_secret`, so a replayed request can return it again.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cambist.domain.billing import Principal, Scope
 from cambist.domain.clock import Clock
@@ -32,6 +42,8 @@ SCOPES: tuple[Scope, ...] = ("admin", "tenant-admin", "inference")
 _SECRET_KEY = "server_secret"
 _PREFIX_LEN = 10
 _MAX_SECRET_LEN = 256
+_C = api_keys.c
+_INFO = (_C.id, _C.tenant_id, _C.scope, _C.name, _C.prefix, _C.created_at, _C.revoked_at)
 
 
 async def ensure_server_secret(engine: AsyncEngine) -> bytes:
@@ -66,22 +78,55 @@ class Keyring:
     def _hash(self, key_secret: str) -> str:
         return hmac.new(self._secret, key_secret.encode(), hashlib.sha256).hexdigest()
 
-    async def create_tenant(self, name: str, tenant_id: str | None = None) -> str:
+    @asynccontextmanager
+    async def _tx(self, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+        if conn is not None:
+            yield conn
+            return
+        async with self._engine.begin() as own:
+            yield own
+
+    async def create_tenant(
+        self, name: str, tenant_id: str | None = None, *, conn: AsyncConnection | None = None
+    ) -> str:
         """Create a tenant and return its id; ``Conflict`` if the name or id is taken."""
         name = name.strip()
         if not name or len(name) > 128:
             raise InvalidRequest("a tenant name must have 1-128 characters", param="name")
         tid = validate_name_part(tenant_id, "tenant id") if tenant_id else new_id("ten")
         row = {"id": tid, "name": name, "created_at": self._clock.now()}
+        taken = Conflict(f"a tenant named {name!r} or with id {tid!r} already exists",
+                         param="name")
+        if conn is not None:
+            # Inside the caller's transaction: look first rather than let a
+            # failed INSERT abort it (PostgreSQL would refuse every later statement).
+            q = select(tenants.c.id).where((tenants.c.name == name) | (tenants.c.id == tid))
+            if (await conn.execute(q)).first() is not None:
+                raise taken
+            await conn.execute(insert(tenants), row)
+            return tid
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(insert(tenants), row)
+            async with self._engine.begin() as own:
+                await own.execute(insert(tenants), row)
         except IntegrityError as exc:
-            raise Conflict(f"a tenant named {name!r} or with id {tid!r} already exists") from exc
+            raise taken from exc
         return tid
 
+    def derived_secret(self, key_id: str, seed: str) -> str:
+        """The secret of a key created with ``seed``: HMAC(server secret, key id,
+        seed), so only a caller holding the seed can have it reproduced."""
+        mac = hmac.new(self._secret, f"key-secret\x00{key_id}\x00{seed}".encode(),
+                       hashlib.sha256).digest()
+        return "cb-" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
     async def create_key(
-        self, tenant_id: str | None, scope: str, name: str = ""
+        self,
+        tenant_id: str | None,
+        scope: str,
+        name: str = "",
+        *,
+        conn: AsyncConnection | None = None,
+        seed: str | None = None,
     ) -> tuple[str, str]:
         """Create a key; returns ``(key_id, secret)``. The secret is never stored.
 
@@ -94,13 +139,13 @@ class Keyring:
         if scope == "admin" and tenant_id is not None:
             raise InvalidRequest("an admin key belongs to no tenant", param="tenant_id")
         if scope != "admin" and tenant_id is None:
-            raise InvalidRequest(f"a {scope} key needs a tenant", param="tenant_id")
+            article = "an" if scope[0] in "aeiou" else "a"
+            raise InvalidRequest(f"{article} {scope} key needs a tenant (name one with --tenant)",
+                                 param="tenant_id")
         if len(name) > 128:
             raise InvalidRequest("a key name must have at most 128 characters", param="name")
-        if tenant_id is not None:
-            await self._require_tenant(tenant_id)
         key_id = new_id("key")
-        secret = "cb-" + secrets.token_urlsafe(32)
+        secret = self.derived_secret(key_id, seed) if seed else "cb-" + secrets.token_urlsafe(32)
         digest = self._hash(secret)
         row = {
             "id": key_id,
@@ -112,41 +157,88 @@ class Keyring:
             "created_at": self._clock.now(),
             "revoked_at": None,
         }
-        async with self._engine.begin() as conn:
+        if conn is not None:
+            if tenant_id is not None:
+                await self._require_tenant(conn, tenant_id)
             await conn.execute(insert(api_keys), row)
-        principal = Principal(key_id, tenant_id, cast(Scope, scope))
-        self._by_hash = {**self._by_hash, digest: (digest, principal)}
-        self._changes += 1
+        else:
+            if tenant_id is not None:  # read apart: SQLite's write transaction starts writing
+                async with self._engine.connect() as reader:
+                    await self._require_tenant(reader, tenant_id)
+            async with self._engine.begin() as own:
+                await own.execute(insert(api_keys), row)
+        if conn is None:
+            principal = Principal(key_id, tenant_id, cast(Scope, scope))
+            self._by_hash = {**self._by_hash, digest: (digest, principal)}
+            self._changes += 1
         return key_id, secret
 
-    async def _require_tenant(self, tenant_id: str) -> None:
-        async with self._engine.connect() as conn:
-            q = select(tenants.c.id).where(tenants.c.id == tenant_id)
-            if (await conn.execute(q)).first() is None:
-                raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
+    @staticmethod
+    async def _require_tenant(conn: AsyncConnection, tenant_id: str) -> None:
+        q = select(tenants.c.id).where(tenants.c.id == tenant_id)
+        if (await conn.execute(q)).first() is None:
+            raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
 
-    async def revoke(self, key_id: str) -> None:
+    async def revoke(self, key_id: str, *, conn: AsyncConnection | None = None) -> None:
         """Revoke a key (idempotent); ``NotFound`` if no such key exists."""
-        async with self._engine.begin() as conn:
-            await conn.execute(
+        async with self._tx(conn) as tx:
+            await tx.execute(
                 update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .where(_C.id == key_id, _C.revoked_at.is_(None))
                 .values(revoked_at=self._clock.now())
             )
-            found = await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))
+            found = await tx.execute(select(_C.id).where(_C.id == key_id))
             if found.first() is None:
                 raise NotFound(f"no API key {key_id!r}", param="key_id")
+        if conn is None:
+            self._forget(key_id)
+
+    def _forget(self, key_id: str) -> None:
         self._by_hash = {h: v for h, v in self._by_hash.items() if v[1].key_id != key_id}
         self._changes += 1
 
+    async def rotate(
+        self, key_id: str, *, conn: AsyncConnection | None = None, seed: str | None = None
+    ) -> tuple[str, str]:
+        """Replace a key: create one with the same tenant, scope and name, and
+        revoke the old one, in one transaction; returns ``(new_key_id, secret)``.
+        ``NotFound`` for an unknown key, ``Conflict`` for a revoked one."""
+        async with self._tx(conn) as tx:
+            # The revoking UPDATE first: SQLite takes its write lock before reading,
+            # and of two concurrent rotations of one key only one revokes it.
+            revoked = await tx.execute(
+                update(api_keys)
+                .where(_C.id == key_id, _C.revoked_at.is_(None))
+                .values(revoked_at=self._clock.now())
+            )
+            old = await self.key_info(key_id, conn=tx)
+            if old is None:
+                raise NotFound(f"no API key {key_id!r}", param="key_id")
+            if revoked.rowcount != 1:
+                raise Conflict(f"API key {key_id} is revoked; create a new key instead")
+            new = await self.create_key(old["tenant_id"], old["scope"], old["name"],
+                                        conn=tx, seed=seed)
+        if conn is None:
+            await self.refresh()
+        return new
+
+    async def key_info(self, key_id: str, *, conn: AsyncConnection | None = None) -> dict | None:
+        """One key's public fields (never the secret or its hash), or ``None``."""
+        q = select(*_INFO).where(_C.id == key_id)
+        if conn is not None:
+            row = (await conn.execute(q)).first()
+        else:
+            async with self._engine.connect() as own:
+                row = (await own.execute(q)).first()
+        return dict(row._mapping) if row is not None else None
+
     async def list_keys(self, tenant_id: str | None = None) -> list[dict]:
         """Keys (all, or one tenant's), oldest first; never the secret or its hash."""
-        c = api_keys.c
-        q = select(c.id, c.tenant_id, c.scope, c.name, c.prefix, c.created_at, c.revoked_at)
+        q = select(*_INFO)
         if tenant_id is not None:
-            q = q.where(c.tenant_id == tenant_id)
+            q = q.where(_C.tenant_id == tenant_id)
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(q.order_by(c.created_at, c.id))).all()
+            rows = (await conn.execute(q.order_by(_C.created_at, _C.id))).all()
         return [dict(r._mapping) for r in rows]
 
     async def list_tenants(self) -> list[dict]:
@@ -191,11 +283,11 @@ class Keyring:
 
 class KeyringRefresh:
     """Control loop: reload keys so revocations from any process apply within
-    ``interval_s``."""
+    ``interval_s`` plus one reload (the default 0.5 s keeps that under a second)."""
 
     name = "keyring-refresh"
 
-    def __init__(self, keyring: Keyring, interval_s: float = 1.0) -> None:
+    def __init__(self, keyring: Keyring, interval_s: float = 0.5) -> None:
         self.keyring = keyring
         self.interval_s = interval_s
 

@@ -12,6 +12,12 @@ so results do not depend on the step size's history beyond the draws), the
 capacity other customers hold jumps now and then, and offers disappear and
 come back. Randomness is a ``random.Random`` seeded from (seed, supplier), so
 the same seed and the same sequence of ``step(now)`` calls give the same market.
+Market episodes (gluts and surges, see :mod:`.sim_profiles`) come from a
+schedule that is a pure function of (seed, SKU, time), shared by every
+supplier; they shift each offer's price and units on top of the processes
+above without drawing from the supplier's generator, so a market with
+episodes off (``episode_rate=0``) is draw-for-draw the market without them.
+:meth:`SimSupplier.episodes` lists the ground truth.
 Spot leases get a preemption time drawn at lease time (exponential with the
 configured rate) from a generator seeded by the lease id, so leasing never
 disturbs the market's own random sequence.
@@ -29,7 +35,7 @@ from pathlib import Path
 
 from cambist.domain.errors import OfferUnavailable
 from cambist.domain.offer import Offer, TermPrice
-from cambist.domain.sku import normalize_gpu
+from cambist.domain.sku import family_of, normalize_gpu
 from cambist.providers.base import EngineHandle, EngineSpec, SupplierLease
 from cambist.providers.catalog import PriceLevel, jurisdiction_of, price_levels_for
 from cambist.providers.engine_process import (
@@ -39,17 +45,25 @@ from cambist.providers.engine_process import (
 )
 from cambist.providers.lease_store import LeaseRecord, LeaseStore, lease_id_for
 from cambist.providers.sim_profiles import (
+    DEFAULT_EPISODES,
     PROFILES,
+    EpisodeProfile,
+    SimEpisode,
     SupplierProfile,
     count_mix,
+    episode_schedule,
     interconnect_for,
     raw_gpu_name,
 )
 
-__all__ = ["PRICE_QUANTUM", "SimSupplier", "spread_prices"]
+__all__ = ["PRICE_QUANTUM", "SimSupplier", "market_key", "spread_prices"]
 
 PRICE_QUANTUM = Decimal("0.0001")
 _MAX_LOG_MOVE = math.log(1.8)
+
+
+STICKY_PRICE_BAND = Decimal("0.015")
+"""Relative move of the latent price that makes a supplier re-publish its list price."""
 
 
 def spread_prices(level: PriceLevel, n: int) -> list[Decimal]:
@@ -70,6 +84,13 @@ def spread_prices(level: PriceLevel, n: int) -> list[Decimal]:
     return out
 
 
+def market_key(offer: Offer) -> str:
+    """The SKU an offer trades under in market data: its canonical SKU, or its
+    GPU family when the name could not be resolved (``"H100"``). The same rule
+    as ``cambist.market.replay.market_key`` (providers may not import market)."""
+    return offer.sku or family_of(offer.gpu_name)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -88,6 +109,8 @@ class _SimOffer:
     external: int = 0
     """Units rented by other customers of the supplier."""
     absent_until: float | None = None
+    episode: SimEpisode | None = None
+    """The market episode in force at the last step."""
 
     def absent(self, now: float) -> bool:
         return self.absent_until is not None and now < self.absent_until
@@ -109,10 +132,13 @@ class SimSupplier:
         reference_engine_argv: Sequence[str] | None = None,
         profile: SupplierProfile | None = None,
         levels: Sequence[PriceLevel] | None = None,
+        episode_rate: float | None = None,
+        episode_profile: EpisodeProfile = DEFAULT_EPISODES,
     ) -> None:
         """``time_scale`` is the reference engines' time scale unless an
         ``EngineSpec`` sets its own; ``reference_engine_argv`` replaces
-        ``python -m cambist.engine``."""
+        ``python -m cambist.engine``; ``episode_rate`` (market episodes per SKU
+        per day, 0 disables) overrides ``episode_profile.per_day``."""
         if profile is None and name not in PROFILES:
             raise ValueError(f"no simulation profile for supplier {name!r}")
         if spot_preemption_per_hour < 0 or provision_delay_s < 0 or offer_ttl_s <= 0:
@@ -126,6 +152,9 @@ class SimSupplier:
         self.time_scale = time_scale
         self.offer_ttl_s = offer_ttl_s
         self._engine_argv = reference_engine_argv
+        if episode_rate is not None:
+            episode_profile = replace(episode_profile, per_day=episode_rate)
+        self.episode_profile = episode_profile
         rows = list(levels) if levels is not None else price_levels_for(name)
         if not rows:
             raise ValueError(f"the price catalog has no rows for supplier {name!r}")
@@ -133,6 +162,7 @@ class SimSupplier:
         self._offers = self._generate(rows)
         self._by_id = {o.template.id: o for o in self._offers}
         self._last_step: float | None = None
+        self._episode_cache: dict[str, tuple[int, list[SimEpisode]]] = {}
         self._leases = LeaseStore(self.state_dir / "suppliers" / f"{name}.json", name)
         self.unsupported: dict[str, str] = {
             "real_engines": "a simulated supplier has no GPUs to run vLLM, SGLang or llama.cpp "
@@ -209,7 +239,12 @@ class SimSupplier:
         )
 
     def _available(self, so: _SimOffer, held: dict[str, int]) -> int:
-        return max(0, so.capacity - so.external - held.get(so.template.id, 0))
+        capacity, external, ep = so.capacity, so.external, so.episode
+        if ep is not None and ep.kind == "glut":
+            capacity = round(capacity * ep.capacity_factor)
+        elif ep is not None:
+            external = max(external, round(capacity * ep.capacity_factor))
+        return max(0, capacity - external - held.get(so.template.id, 0))
 
     def _snapshot(self, so: _SimOffer, now: float, held: dict[str, int]) -> Offer:
         terms: tuple[TermPrice, ...] = ()
@@ -235,6 +270,9 @@ class SimSupplier:
         """Advance prices, capacity and presence of every offer to ``now``."""
         if self._last_step is None:
             self._last_step = now
+            for o in self._offers:
+                if self._episode_at(market_key(o.template), now) is not None:
+                    self._reprice(o, now)
             return
         if now <= self._last_step:
             return
@@ -254,7 +292,7 @@ class SimSupplier:
             bound = min(4.0 * o.volatility, _MAX_LOG_MOVE)
             x = o.x * decay + o.volatility * math.sqrt(1.0 - decay * decay) * z
             o.x = max(-bound, min(bound, x))
-            o.price = (o.base * Decimal(f"{math.exp(o.x):.6f}")).quantize(PRICE_QUANTUM)
+            self._reprice(o, now)
             if u_shock < p_shock:
                 o.external = min(o.capacity, int(level * (o.capacity + 1)))
             if o.absent_until is not None:
@@ -262,6 +300,42 @@ class SimSupplier:
                     o.absent_until = None
             elif u_vanish < p_vanish:
                 o.absent_until = now + (-math.log(1.0 - dur)) * prof.absent_mean_s
+
+    def _reprice(self, o: _SimOffer, now: float) -> None:
+        """Price from the log deviation and the market episode in force.
+
+        List prices are sticky, as suppliers' are: the published price follows
+        the latent one only when they differ by more than ``STICKY_PRICE_BAND``
+        (or an episode starts or ends), so the book sees discrete re-pricings
+        instead of a change on every step."""
+        episode = self._episode_at(market_key(o.template), now)
+        shift = math.log(episode.price_factor) if episode is not None else 0.0
+        move = max(-_MAX_LOG_MOVE, min(_MAX_LOG_MOVE, o.x + shift))
+        target = (o.base * Decimal(f"{math.exp(move):.6f}")).quantize(PRICE_QUANTUM)
+        changed_episode = episode != o.episode
+        o.episode = episode
+        if o.price and not changed_episode and abs(target / o.price - 1) < STICKY_PRICE_BAND:
+            return
+        o.price = target
+
+    def _episode_at(self, key: str, now: float) -> SimEpisode | None:
+        block = math.floor(now / self.episode_profile.block_s)
+        cached = self._episode_cache.get(key)
+        if cached is None or cached[0] != block:
+            lo = block * self.episode_profile.block_s
+            found = episode_schedule(self.seed, key, lo, lo + self.episode_profile.block_s,
+                                     self.episode_profile)
+            cached = (block, found)
+            self._episode_cache[key] = cached
+        return next((e for e in cached[1] if e.active(now)), None)
+
+    def episodes(self, start: float, end: float) -> list[SimEpisode]:
+        """The ground truth: market episodes overlapping ``[start, end)`` of the
+        SKUs this supplier lists (shared with every supplier of the same seed)."""
+        keys = sorted({market_key(o.template) for o in self._offers})
+        found = [e for k in keys
+                 for e in episode_schedule(self.seed, k, start, end, self.episode_profile)]
+        return sorted(found, key=lambda e: (e.start, e.sku))
 
     # ---------------------------------------------------------------- leasing
 

@@ -12,19 +12,35 @@ rather than measured:
 - marketplaces (Vast.ai, RunPod, Shadeform, Hyperbolic): individual hosts or
   resold capacity, small and volatile, frequent disappearance, 1/2/4/8-GPU
   units, and GPU names without a form factor.
+
+Market episodes (:class:`EpisodeProfile`, :func:`episode_schedule`) are
+market-wide per SKU: a *glut* (a capacity shock: new capacity comes online,
+so units per offer jump and prices sag) or a *surge* (a demand wave: other
+customers take most units, prices spike). Every supplier listing the SKU
+feels the same episode, because the schedule is a pure function of the
+market seed, the SKU and the time: it is drawn per fixed block of time (two
+maximum durations long) from a generator seeded by (seed, SKU, block), with at
+most one episode per block, so it does not depend on when or how often a
+supplier steps, and the ground truth can be listed for any interval.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 
 __all__ = [
+    "DEFAULT_EPISODES",
     "GPU_NAMES",
     "PROFILES",
+    "EpisodeProfile",
+    "SimEpisode",
     "SupplierProfile",
     "count_mix",
+    "episode_schedule",
     "interconnect_for",
     "raw_gpu_name",
 ]
@@ -159,3 +175,74 @@ def interconnect_for(raw_name: str, sku: str | None, count: int) -> str:
         if (sku or "").startswith(("B200", "GH200")):
             return "nvlink"
     return "pcie"
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeProfile:
+    """How often market episodes happen and how hard they hit (all ranges uniform)."""
+
+    per_day: float = 0.5
+    """Episodes per SKU per day (approximately; at most one per block). 0 disables."""
+    duration_s: tuple[float, float] = (1 * _HOUR, 4 * _HOUR)
+    glut_capacity: tuple[float, float] = (1.8, 2.6)
+    """Units per offer are multiplied by this during a glut."""
+    glut_price: tuple[float, float] = (0.75, 0.86)
+    surge_taken: tuple[float, float] = (0.75, 0.92)
+    """Share of each offer's units other customers hold during a surge (at least)."""
+    surge_price: tuple[float, float] = (1.18, 1.4)
+
+    def __post_init__(self) -> None:
+        if self.per_day < 0 or not 0 < self.duration_s[0] <= self.duration_s[1]:
+            raise ValueError("episode rate must be >= 0 and durations positive and ordered")
+
+    @property
+    def block_s(self) -> float:
+        return 2.0 * self.duration_s[1]
+
+
+DEFAULT_EPISODES = EpisodeProfile()
+
+
+@dataclass(frozen=True, slots=True)
+class SimEpisode:
+    """One simulated market episode of a SKU (``end`` exclusive): the ground truth."""
+
+    sku: str
+    kind: str
+    """``"glut"`` or ``"surge"``."""
+    start: float
+    end: float
+    capacity_factor: float
+    """Glut: units multiplier; surge: share of units others hold."""
+    price_factor: float
+
+    def active(self, now: float) -> bool:
+        return self.start <= now < self.end
+
+
+def _block_episode(seed: int, sku: str, block: int, profile: EpisodeProfile
+                   ) -> SimEpisode | None:
+    rng = random.Random(f"{seed}:episodes:{sku}:{block}")
+    happens, kind_draw, length, offset, size, price = (rng.random() for _ in range(6))
+    if happens >= 1.0 - math.exp(-profile.per_day * profile.block_s / 86400.0):
+        return None
+    lo, hi = profile.duration_s
+    duration = lo + (hi - lo) * length
+    start = block * profile.block_s + (profile.block_s - duration) * offset
+    if kind_draw < 0.5:
+        kind, cap_range, price_range = "glut", profile.glut_capacity, profile.glut_price
+    else:
+        kind, cap_range, price_range = "surge", profile.surge_taken, profile.surge_price
+    return SimEpisode(sku, kind, start, start + duration,
+                      cap_range[0] + (cap_range[1] - cap_range[0]) * size,
+                      price_range[0] + (price_range[1] - price_range[0]) * price)
+
+
+def episode_schedule(seed: int, sku: str, start: float, end: float,
+                     profile: EpisodeProfile = DEFAULT_EPISODES) -> list[SimEpisode]:
+    """Episodes of ``sku`` in the market seeded ``seed`` that overlap ``[start, end)``."""
+    if profile.per_day <= 0 or end <= start:
+        return []
+    first, last = math.floor(start / profile.block_s), math.floor(end / profile.block_s)
+    found = (_block_episode(seed, sku, b, profile) for b in range(first, last + 1))
+    return [e for e in found if e is not None and e.start < end and start < e.end]

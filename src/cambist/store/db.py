@@ -1,4 +1,11 @@
-"""Opening the database: URL resolution, migrations, the async engine."""
+"""Opening the database: URL resolution, migrations, the async engine.
+
+SQLite (``sqlite:///path``, the embedded default) or PostgreSQL
+(``postgresql://``, ``postgres://``, ``postgresql+asyncpg://`` or
+``postgresql+psycopg://``). Whatever driver the URL names, the application
+runs on the async driver (aiosqlite, asyncpg) and Alembic migrates through the
+sync one (sqlite3, psycopg).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,33 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, pool
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["async_url", "migrate", "open_engine", "sqlite_url"]
+__all__ = [
+    "DatabaseUnavailable",
+    "async_url",
+    "current_revision",
+    "head_revision",
+    "migrate",
+    "open_engine",
+    "redacted_url",
+    "sqlite_url",
+    "sync_url",
+]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+class DatabaseUnavailable(ConnectionError):
+    """The database cannot be reached or its URL is not usable; the message
+    names the URL (password hidden) and the reason."""
 
 
 def sqlite_url(path: Path) -> str:
@@ -21,25 +48,89 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseUnavailable(f"cannot read the database URL ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":  # the Heroku-style alias
+        parsed = parsed.set(drivername="postgresql")
+        backend = "postgresql"
+    if backend not in _ASYNC_DRIVERS:
+        raise DatabaseUnavailable(
+            f"unsupported database {backend!r} in {redacted_url(url)}; use sqlite:///PATH "
+            "or postgresql://USER@HOST/DB"
+        )
+    return parsed
+
+
 def async_url(url: str) -> str:
-    """Turn a plain database URL into its async-driver form."""
-    if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+asyncpg://" + url.split("://", 1)[1]
-    return url
+    """``url`` with the async driver (aiosqlite or asyncpg)."""
+    parsed = _parse(url)
+    driver = _ASYNC_DRIVERS[parsed.get_backend_name()]
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-def _sync_url(url: str) -> str:
-    return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+def sync_url(url: str) -> str:
+    """``url`` with the sync driver Alembic uses (sqlite3 or psycopg)."""
+    parsed = _parse(url)
+    driver = _SYNC_DRIVERS[parsed.get_backend_name()]
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unreadable database URL>"
+
+
+def _config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    # ConfigParser interpolation: a literal '%' (URL-encoded passwords) is '%%'.
+    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return cfg
 
 
 def migrate(url: str) -> None:
-    """Bring the schema at ``url`` to the newest Alembic revision."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", _sync_url(url))
-    command.upgrade(cfg, "head")
+    """Bring the schema at ``url`` to the newest Alembic revision.
+
+    Safe to call from several processes at once: on PostgreSQL the migration
+    environment holds an advisory lock, so one process migrates and the others
+    find the schema current. Raises :class:`DatabaseUnavailable` when the
+    database cannot be reached."""
+    try:
+        command.upgrade(_config(url), "head")
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(
+            f"cannot migrate the database at {redacted_url(url)}: {reason}"
+        ) from None
+
+
+def head_revision() -> str:
+    """The newest Alembic revision shipped with this version."""
+    head = ScriptDirectory.from_config(_config("sqlite://")).get_current_head()
+    if head is None:
+        raise RuntimeError("no Alembic revisions found")
+    return head
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at (``None``: never migrated)."""
+    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach the database at {redacted_url(url)}: {exc.orig}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -54,8 +145,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def open_engine(url: str) -> AsyncEngine:
     """Create the async engine for ``url`` (call :func:`migrate` first)."""
+    if async_url(url).startswith("postgresql"):
+        # pre-ping: a server restart or failover costs one retry, not an error.
+        return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10,
+                                   max_overflow=20)
     engine = create_async_engine(async_url(url))
-    if engine.dialect.name == "sqlite":
-        sync: Engine = engine.sync_engine
-        event.listen(sync, "connect", _sqlite_pragmas)
+    sync: Engine = engine.sync_engine
+    event.listen(sync, "connect", _sqlite_pragmas)
     return engine

@@ -27,9 +27,12 @@ __all__ = [
     "deployments",
     "endpoints",
     "events",
+    "idempotency",
     "journal_entries",
     "journal_lines",
     "leases",
+    "market_bars",
+    "market_cursors",
     "metadata",
     "price_versions",
     "prices",
@@ -217,4 +220,46 @@ events = Table(
     Column("data", JSON, nullable=False),
     Index("ix_events_kind_ts", "kind", "ts"),
     Index("ix_events_ts", "ts"),
+)
+
+# Price history (cambist.market.history): OHLC + volume per market key and
+# interval. region/supplier "*" is the SKU overall; prices per GPU-hour.
+market_bars = Table(
+    "market_bars",
+    metadata,
+    Column("interval_s", Integer, primary_key=True, autoincrement=False),  # 60|3600|86400
+    Column("sku", String(64), primary_key=True),
+    Column("region", String(128), primary_key=True),
+    Column("supplier", String(64), primary_key=True),
+    Column("start", Float, primary_key=True),
+    Column("open_micros", BigInteger, nullable=True),  # NULL: volume but no price seen
+    Column("high_micros", BigInteger, nullable=True),
+    Column("low_micros", BigInteger, nullable=True),
+    Column("close_micros", BigInteger, nullable=True),
+    Column("close_at", Float, nullable=True),
+    Column("observations", Integer, nullable=False),
+    Column("available_gpus", Integer, nullable=False),
+    Column("volume_gpu_s", Float, nullable=False),
+    Column("trades", Integer, nullable=False),
+    Index("ix_market_bars_interval_start", "interval_s", "start"),
+)
+
+market_cursors = Table(
+    "market_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", Float, nullable=False),
+)
+
+# Outcomes of idempotent API mutations (cambist.ledger.idempotency): a repeated
+# Idempotency-Key returns the stored result instead of acting twice. The
+# client's key is stored only as a SHA-256; results never hold a key secret.
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("scope", String(64), primary_key=True),  # the calling API key's id
+    Column("key_hash", String(64), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("result", Text, nullable=False),  # JSON
+    Column("created_at", Float, nullable=False, index=True),
 )

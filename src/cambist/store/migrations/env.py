@@ -5,17 +5,25 @@
 synchronous URL. Logging is left exactly as the host process configured it:
 ``logging.config.fileConfig`` is never called, so no existing logger is
 disabled by a migration.
+
+On PostgreSQL the whole upgrade runs in one transaction that first takes a
+transaction-scoped advisory lock, so processes starting together (``cambist
+up`` and gateways on the same database) migrate one at a time: the first
+applies the revisions, the others then find the schema current.
 """
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 from cambist.store.schema import metadata
 
 config = context.config
 target_metadata = metadata
+
+# pg_advisory_xact_lock key: the ASCII bytes "CAMBIST1" as one bigint
+_PG_MIGRATION_LOCK = 0x43414D4249535431
 
 
 def _url() -> str:
@@ -50,6 +58,9 @@ def run_migrations_online() -> None:
                 render_as_batch=connection.dialect.name == "sqlite",
             )
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                       {"k": _PG_MIGRATION_LOCK})
                 context.run_migrations()
     finally:
         engine.dispose()
