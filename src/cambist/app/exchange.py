@@ -99,8 +99,11 @@ async def open_exchange(settings: Settings, role: Role = "up",
     journal = Journal(db, clock)
     prices = PriceBook(db, clock)
     await prices.load()
-    outbox = UsageOutbox(settings.home / f"usage-outbox-{role}.jsonl",
-                         offset_key=f"outbox_offset:{role}")
+    # One outbox per process: gateways are named by their port, which is stable
+    # across restarts, so a restarted gateway replays what its crash left.
+    owner = role if role == "up" else f"{role}-{settings.port}"
+    outbox = UsageOutbox(settings.home / f"usage-outbox-{owner}.jsonl",
+                         offset_key=f"outbox_offset:{owner}")
     flusher = OutboxFlusher(outbox, db, journal)
     await flusher.recover()  # records of requests completed before a crash
     wallet = TenantWallet(journal, outbox, clock)
