@@ -25,7 +25,8 @@ def parse(body: Any, kind: str = "chat") -> Any:
 
 def test_rewrite_is_minimal_and_serialized_once(caplog: pytest.LogCaptureFixture) -> None:
     body = {"model": "m", "messages": MSG, "provider": {"a": 1}, "models": ["x"],
-            "privacy": "zdr", "stream": True, "stream_options": {"other": 1}, "zzz_custom": [1]}
+            "privacy": "standard", "stream": True, "stream_options": {"other": 1},
+            "zzz_custom": [1]}
     with caplog.at_level(logging.DEBUG, logger="cambist.gateway"):
         req = parse(body)
     sent = orjson.loads(req.payload)

@@ -25,7 +25,8 @@ def sse_payloads(text: str) -> list[str]:
 
 async def test_chat_non_stream_charges_exact_usage_and_sets_headers(gw: Harness) -> None:
     up = await gw.upstream("a", cost_per_hour="3.60", capacity_tok_s=500.0)
-    body = chat_body(provider={"order": ["x"]}, models=["m"], privacy="zdr", my_extension=7)
+    body = chat_body(provider={"order": ["x"]}, models=["m"], privacy="zero_retention",
+                     my_extension=7)
     r = await gw.client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     data = r.json()
@@ -150,6 +151,7 @@ async def test_models_lists_priced_models_with_healthy_endpoints(gw: Harness) ->
         "id": MODEL, "object": "model", "created": 1_700_000_000, "owned_by": "cambist",
         "pricing": {"prompt": "0.20", "completion": "0.80"},
         "context_length": 8192, "endpoints": 2,
+        "tiers": {"standard": 2, "zero_retention": 2},
     }]
 
 

@@ -4,7 +4,8 @@ It answers chat completions, completions and embeddings with fixed text,
 honours ``stream`` and ``stream_options.include_usage``, counts tokens with
 Cambist's rule, and can be told to fail: return an HTTP status (optionally
 with ``Retry-After``), die after a number of streamed chunks, pause between
-chunks, or wait on a gate. Given an ``api_key`` it answers 401 to requests
+chunks, or wait on a gate. It records everything it receives: raw bodies,
+parsed bodies and headers. Given an ``api_key`` it answers 401 to requests
 without ``Authorization: Bearer <api_key>``, like a hosted provider.
 """
 
@@ -46,6 +47,8 @@ class FakeUpstream:
         self.chunk_delay_s = 0.0
         self.gate: asyncio.Event | None = None
         self.received: list[dict[str, Any]] = []
+        self.received_raw: list[bytes] = []
+        self.received_headers: list[list[tuple[str, str]]] = []
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
@@ -90,7 +93,11 @@ class FakeUpstream:
         return Response(b"", 200)
 
     async def _begin(self, request: Request) -> tuple[dict[str, Any], Response | None]:
-        body = orjson.loads(await request.body())
+        raw = await request.body()
+        self.received_raw.append(raw)
+        self.received_headers.append([(k.decode("latin-1"), v.decode("latin-1"))
+                                      for k, v in request.scope["headers"]])
+        body = orjson.loads(raw)
         refused = self._unauthorized(request)
         if refused is not None:
             return body, refused

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from cambist import __version__
 from cambist.api import (
+    routes_analytics,
     routes_billing,
     routes_catalog,
     routes_deployments,
@@ -57,7 +58,7 @@ def create_app(ex: Exchange) -> FastAPI:
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,
                        routes_catalog, routes_events, routes_history, routes_endpoints,
-                       routes_keys, routes_signals, routes_quote):
+                       routes_keys, routes_signals, routes_quote, routes_analytics):
             app.include_router(module.router)
         cp = ex.control
 

@@ -14,6 +14,7 @@ from cambist.cli import (
     commands_market_data,
     commands_money,
     commands_quote,
+    commands_report,
     commands_serve,
 )
 
@@ -44,6 +45,7 @@ commands_endpoints.register(app)
 commands_keys.register(app)
 commands_quote.register(app)
 commands_db.register(app)
+commands_report.register(app)
 
 
 def main() -> None:

@@ -20,10 +20,12 @@ from cambist.domain.errors import InvalidRequest
 
 __all__ = [
     "ENDPOINT_KINDS",
+    "PRIVACY_TIERS",
     "STANDARD_PARAMETERS",
     "DataCollection",
     "Endpoint",
     "EndpointKind",
+    "PrivacyTier",
     "external_endpoint_id",
     "is_env_var_name",
     "normalize_upstream_url",
@@ -31,6 +33,10 @@ __all__ = [
 
 EndpointKind = Literal["deployment", "external", "local"]
 ENDPOINT_KINDS: tuple[str, ...] = get_args(EndpointKind)
+
+PrivacyTier = Literal["standard", "zero_retention", "anonymous", "confidential"]
+"""A request's privacy tier (what each guarantees: README, "Privacy tiers")."""
+PRIVACY_TIERS: tuple[PrivacyTier, ...] = get_args(PrivacyTier)
 
 DataCollection = Literal["allow", "deny"]
 """An upstream's data policy: ``allow`` means it may store or train on requests."""
@@ -131,6 +137,18 @@ class Endpoint:
     def retains_nothing(self) -> bool:
         """Zero data retention: declared, or implied by the kind."""
         return self.zdr if self.zdr is not None else self.kind != "external"
+
+    @property
+    def privacy_tiers(self) -> frozenset[PrivacyTier]:
+        """The tiers this endpoint offers: every endpoint ``standard``; those that
+        retain nothing ``zero_retention``; only pass-through (external)
+        endpoints ``anonymous``; none ``confidential`` (it needs attestation)."""
+        tiers: set[PrivacyTier] = {"standard"}
+        if self.retains_nothing:
+            tiers.add("zero_retention")
+        if self.kind == "external":
+            tiers.add("anonymous")
+        return frozenset(tiers)
 
     @property
     def collects_data(self) -> bool:

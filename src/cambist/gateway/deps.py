@@ -12,6 +12,7 @@ import httpx
 
 from cambist.domain.billing import Authenticator, PriceList, Wallet
 from cambist.domain.clock import Clock
+from cambist.gateway.errors import log_unexpected
 from cambist.gateway.routing import RoutingTable
 
 __all__ = ["EventSink", "GatewayDeps", "GatewaySettings"]
@@ -77,5 +78,5 @@ class GatewayDeps:
             return
         try:
             self.on_event(row)
-        except Exception:
-            log.exception("the gateway event sink failed")
+        except Exception as exc:
+            log_unexpected(log, exc, "the gateway event sink failed")

@@ -5,7 +5,9 @@ subclasses below). :func:`guarded` wraps every gateway route so that, wherever
 the routes are mounted, an error becomes
 ``{"error": {"message", "type", "param", "code"}}`` with the error's status;
 anything unexpected becomes a 500 of the same shape, logged with the request
-id but never echoed (no traceback in the body). :func:`exception_handlers`
+id but never echoed (no traceback in the body). Logs are content-free: an
+unexpected error is logged by its type and stack frames only, never its
+message, which may quote a request or an upstream's answer. :func:`exception_handlers`
 gives a standalone app the same shape for Starlette's own 404/405.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,12 +42,14 @@ __all__ = [
     "NoEndpointMatchesPolicy",
     "NoHealthyEndpoint",
     "PayloadTooLarge",
+    "PrivacyTierUnavailable",
     "TenantKeyRequired",
     "UpstreamFailed",
     "error_body",
     "error_response",
     "exception_handlers",
     "guarded",
+    "log_unexpected",
 ]
 
 log = logging.getLogger("cambist.gateway")
@@ -96,6 +101,18 @@ class NoEndpointMatchesPolicy(InvalidRequest):
     """The model has endpoints, but the request's ``provider`` options exclude all."""
 
     code = "no_endpoint_matches_policy"
+
+
+class PrivacyTierUnavailable(InvalidRequest):
+    """The model has healthy endpoints, but none offers the request's privacy tier
+    (400: the request asks for something this model cannot give it; it is not
+    served in a lower tier)."""
+
+    code = "privacy_tier_unavailable"
+
+    def __init__(self, model: str, tier: str) -> None:
+        super().__init__(f"no healthy endpoint of {model} offers the {tier} tier",
+                         param="privacy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +172,14 @@ def error_response(exc: Exception, headers: Mapping[str, str] | None = None) -> 
     return Response(orjson.dumps(body), status, out, media_type="application/json")
 
 
+def log_unexpected(logger: logging.Logger, exc: BaseException, what: str) -> None:
+    """Log an unexpected error content-free: its type and where it was raised
+    (stack frames: code, not data), never its message or arguments."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("%s: %s\nTraceback (message omitted):\n%s", what, type(exc).__name__,
+                 frames.rstrip())
+
+
 def guarded(endpoint: Endpoint) -> Endpoint:
     """Wrap a route endpoint so every error it raises becomes an OpenAI-shaped response."""
 
@@ -165,11 +190,9 @@ def guarded(endpoint: Endpoint) -> Endpoint:
         except (CambistError, HTTPException) as exc:
             return error_response(exc, _request_headers(request))
         except Exception as exc:
-            log.exception(
-                "unexpected error serving %s (request %s)",
-                request.url.path,
-                getattr(request.state, "request_id", "-"),
-            )
+            rid = getattr(request.state, "request_id", "-")
+            log_unexpected(log, exc, f"unexpected error serving {request.url.path} "
+                                     f"(request {rid})")
             return error_response(exc, _request_headers(request))
 
     return wrapper
@@ -182,7 +205,7 @@ def _request_headers(request: Request) -> dict[str, str]:
 
 async def _handle(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException | CambistError):
-        log.exception("unexpected error serving %s", request.url.path)
+        log_unexpected(log, exc, f"unexpected error serving {request.url.path}")
     return error_response(exc, _request_headers(request))
 
 

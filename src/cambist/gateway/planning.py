@@ -2,7 +2,11 @@
 sees it: one :class:`Plan` per target model that has a price, passes the
 caller's ``max_price``, has endpoints the routing policy admits and fits the
 request in its context; the reason the others cannot serve it is kept so the
-primary model's error is what the caller sees when nothing can."""
+primary model's error is what the caller sees when nothing can. A model whose
+healthy endpoints do not offer the request's privacy tier cannot serve it
+(400 ``privacy_tier_unavailable`` naming the tier and the model): the request
+is never served in a lower tier. Prices are looked up for the request's tier
+(falling back to the standard price, :mod:`.pricing`)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from cambist.gateway.errors import (
     ModelNotPriced,
     NoEndpointMatchesPolicy,
     NoHealthyEndpoint,
+    PrivacyTierUnavailable,
 )
 from cambist.gateway.policy import DEFAULT_POLICY, Target
 from cambist.gateway.protocol import ParsedRequest, check_context_length
@@ -34,12 +39,15 @@ class Plan:
 def _plan(table: RoutingTable, prices: PriceList, request: ParsedRequest, target: Target,
           tenant: str | None) -> Plan:
     model, policy = target.model, target.policy
-    price = prices.price(model, "standard")
+    price = prices.price(model, policy.privacy)
     visible = table.visible(model, tenant)
-    if not any(r.endpoint.healthy and r.usable for r in visible):
+    healthy = [r for r in visible if r.endpoint.healthy and r.usable]
+    if not healthy:
         if table.knows(model) or price is not None:
             raise NoHealthyEndpoint(f"no healthy endpoint serves {model} right now")
         raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+    if not any(policy.privacy in r.tiers for r in healthy):
+        raise PrivacyTierUnavailable(model, policy.privacy)
     if price is None:
         raise ModelNotPriced(f"model {model} is not priced")
     policy.check_price(price)

@@ -40,7 +40,11 @@ case-insensitively):
 
 ``models: [...]``: models to try in order after ``model`` when none of the
 previous model's endpoints can serve it or every attempt failed before the
-first byte. Unknown fields inside ``provider`` are ignored and logged by name.
+first byte. Unknown fields inside ``provider`` are ignored and logged by name
+(except in the content-free tiers, where only their count is logged).
+
+The request's privacy tier (:mod:`.privacy`) travels in the policy: only
+endpoints offering it are admitted, for every model of the ``models`` list.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
 from cambist.domain.billing import ModelPrice
+from cambist.domain.endpoint import PrivacyTier
 from cambist.domain.errors import InvalidRequest
+from cambist.gateway.privacy import CONTENT_FREE_TIERS
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -96,11 +102,13 @@ class RoutingPolicy:
     zdr: bool = False
     require_parameters: bool = False
     quantizations: frozenset[str] | None = None
+    privacy: PrivacyTier = "standard"
 
     @property
     def filters(self) -> bool:
         """Whether any option narrows the candidate set."""
         return bool(self.only is not None or self.ignore or self.zdr
+                    or self.privacy != "standard"
                     or self.data_collection == "deny" or self.require_parameters
                     or self.quantizations is not None
                     or (self.order and not self.allow_fallbacks))
@@ -154,24 +162,28 @@ def _money(value: Any, param: str) -> Decimal | None:
     return amount
 
 
-def _max_price(value: Any) -> tuple[Decimal | None, Decimal | None]:
+def _log_ignored(what: str, names: list[str], quiet: bool) -> None:
+    if names:
+        log.info("ignoring %s: %s", what, f"{len(names)} field(s)" if quiet else ", ".join(names))
+
+
+def _max_price(value: Any, quiet: bool) -> tuple[Decimal | None, Decimal | None]:
     if not isinstance(value, Mapping):
         raise InvalidRequest("provider.max_price must be an object", param="provider.max_price")
-    extra = sorted(k for k in value if k not in ("prompt", "completion"))
-    if extra:
-        log.info("ignoring provider.max_price fields: %s", ", ".join(extra))
+    _log_ignored("provider.max_price fields",
+                 sorted(str(k) for k in value if k not in ("prompt", "completion")), quiet)
     return (_money(value.get("prompt"), "provider.max_price.prompt"),
             _money(value.get("completion"), "provider.max_price.completion"))
 
 
-def _policy(provider: Any) -> RoutingPolicy:
+def _policy(provider: Any, privacy: PrivacyTier) -> RoutingPolicy:
     if provider is None:
-        return DEFAULT_POLICY
+        return DEFAULT_POLICY if privacy == "standard" else RoutingPolicy(privacy=privacy)
     if not isinstance(provider, Mapping):
         raise InvalidRequest("provider must be an object", param="provider")
-    unknown = sorted(k for k in provider if k not in _KNOWN)
-    if unknown:
-        log.info("ignoring unknown provider fields: %s", ", ".join(unknown))
+    quiet = privacy in CONTENT_FREE_TIERS
+    _log_ignored("unknown provider fields",
+                 sorted(str(k) for k in provider if k not in _KNOWN), quiet)
     p: dict[str, Any] = {}
     for name in ("order", "only", "ignore", "quantizations"):
         if provider.get(name) is not None:
@@ -187,7 +199,7 @@ def _policy(provider: Any) -> RoutingPolicy:
     if collection is not None and collection not in ("allow", "deny"):
         raise InvalidRequest("provider.data_collection must be allow or deny",
                              param="provider.data_collection")
-    prompt, completion = (_max_price(provider["max_price"])
+    prompt, completion = (_max_price(provider["max_price"], quiet)
                           if provider.get("max_price") is not None else (None, None))
     return RoutingPolicy(
         order=p.get("order", ()),
@@ -199,6 +211,7 @@ def _policy(provider: Any) -> RoutingPolicy:
         data_collection=collection or "allow",
         zdr=p.get("zdr", False), require_parameters=p.get("require_parameters", False),
         quantizations=frozenset(p["quantizations"]) if "quantizations" in p else None,
+        privacy=privacy,
     )
 
 
@@ -209,10 +222,12 @@ def _split_suffix(model: str) -> tuple[str, Sort | None]:
     return model, None
 
 
-def parse_targets(body: Mapping[str, Any], model: str) -> tuple[Target, ...]:
-    """The models to try, in order, each with its policy: ``model`` then the
-    ``models`` fallback list (duplicates dropped), suffixes applied."""
-    policy = _policy(body.get("provider"))
+def parse_targets(body: Mapping[str, Any], model: str,
+                  privacy: PrivacyTier = "standard") -> tuple[Target, ...]:
+    """The models to try, in order, each with its policy (carrying the request's
+    ``privacy`` tier): ``model`` then the ``models`` fallback list (duplicates
+    dropped), suffixes applied."""
+    policy = _policy(body.get("provider"), privacy)
     names = [model]
     fallbacks = body.get("models")
     if fallbacks is not None:

@@ -6,6 +6,10 @@ the highest declared price among them x (1 + markup), so it is callable without
 publishing a price-list version and never sold below what any of its upstreams
 charge. Such a price carries version 0 in usage records. Derived prices are
 computed once per routing-table swap, not per request.
+
+Prices are keyed by (model, privacy tier). A tier with no entry of its own in
+the price list is charged the model's ``standard`` price (listed, else
+declared): publish a (model, tier) entry to charge a tier differently.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from cambist.domain.billing import ModelPrice, PriceList
+from cambist.domain.endpoint import PrivacyTier
 from cambist.gateway.routing import RoutingTable
 
 __all__ = ["DECLARED_PRICE_VERSION", "CallerPrices"]
@@ -39,10 +44,13 @@ class CallerPrices:
         found = self._declared.get(model)
         return found if found is None or found.tier == tier else None
 
-    def price(self, model: str, tier: str = "standard") -> ModelPrice | None:
-        """The price in force for ``model`` in ``tier``, or ``None`` if unpriced."""
+    def price(self, model: str, tier: PrivacyTier | str = "standard") -> ModelPrice | None:
+        """The price in force for ``model`` in ``tier`` (its own list entry, else
+        the standard price), or ``None`` if unpriced."""
         listed = self._prices.price(model, tier)
-        return listed if listed is not None else self.declared(model, tier)
+        if listed is None and tier != "standard":
+            listed = self._prices.price(model, "standard")
+        return listed if listed is not None else self.declared(model)
 
     def _rebuild(self) -> None:
         generation = self._table.generation

@@ -7,7 +7,9 @@ from the model; streaming requests always ask the upstream for the final usage
 chunk) and serialized once. The serialized bytes are what every upstream
 attempt sends; only a fallback model from ``models`` gets its own copy with
 its name. Fields the gateway does not know are passed through untouched and
-logged by name only. The routing fields are parsed in :mod:`.policy`.
+logged by name only (by count in the content-free tiers). The routing fields
+are parsed in :mod:`.policy`, the privacy tier in :mod:`.privacy`; in the
+``anonymous`` tier the identity fields are removed before serializing.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any, Literal
 
 import orjson
 
+from cambist.domain.endpoint import PrivacyTier
 from cambist.domain.errors import InvalidRequest
 from cambist.domain.tokens import count_chat_tokens, count_text_tokens
 from cambist.gateway.errors import InvalidJson
 from cambist.gateway.policy import Target, parse_targets
+from cambist.gateway.privacy import CONTENT_FREE_TIERS, parse_privacy, strip_identity
 
 __all__ = ["OWN_FIELDS", "Kind", "ParsedRequest", "check_context_length", "parse_request"]
 
@@ -62,7 +66,8 @@ class ParsedRequest:
 
     ``payload`` is the one serialization of the (minimally changed) body;
     ``prompt_tokens`` the estimate used for the reservation and for charging a
-    broken stream; ``choices`` how many completions the upstream will produce.
+    broken stream; ``choices`` how many completions the upstream will produce;
+    ``privacy`` the tier the request asked for.
     """
 
     kind: Kind
@@ -78,6 +83,7 @@ class ParsedRequest:
     targets: tuple[Target, ...] = ()
     parameters: frozenset[str] = frozenset()
     body: dict[str, Any] | None = None
+    privacy: PrivacyTier = "standard"
 
     def payload_for(self, model: str) -> bytes:
         """The bytes to send for ``model``: the one serialization for the
@@ -93,14 +99,17 @@ class ParsedRequest:
         return (self.max_tokens or default_max_tokens) * self.choices
 
 
-def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int) -> ParsedRequest:
-    """Parse, validate and rewrite one request body; raise ``InvalidRequest`` on bad input."""
+def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int,
+                  privacy_header: str | None = None) -> ParsedRequest:
+    """Parse, validate and rewrite one request body; raise ``InvalidRequest`` on
+    bad input. ``privacy_header`` is the value of the ``x-cambist-privacy`` header."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"the request body is not valid JSON ({exc.msg})") from None
     if not isinstance(body, dict):
         raise InvalidJson("the request body must be a JSON object")
+    privacy = parse_privacy(body.get("privacy"), privacy_header)
     model = body.get("model")
     if model is None and isinstance(body.get("models"), list) and body["models"]:
         model = body["models"][0]
@@ -108,7 +117,7 @@ def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int) -> ParsedReque
         raise InvalidRequest("you must provide a model parameter", param="model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model must be a non-empty string", param="model")
-    targets = parse_targets(body, model)
+    targets = parse_targets(body, model, privacy)
     stream = _optional_bool(body, "stream") if kind != "embeddings" else False
     _check_numbers(body)
     choices = _positive_int(body, "n") or 1
@@ -130,9 +139,13 @@ def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int) -> ParsedReque
         max_tokens = None
     unknown = tuple(sorted(k for k in body if k not in _KNOWN[kind]))
     if unknown:
-        log.debug("passing through unknown %s fields: %s", kind, ", ".join(unknown))
+        log.debug("passing through unknown %s fields: %s", kind,
+                  f"{len(unknown)} field(s)" if privacy in CONTENT_FREE_TIERS
+                  else ", ".join(unknown))
     parameters = frozenset(k for k in body if k not in _NOT_PARAMETERS)
     wants_usage = _rewrite(body, stream)
+    if privacy == "anonymous":
+        strip_identity(body)
     body["model"] = targets[0].model
     return ParsedRequest(
         kind=kind,
@@ -148,6 +161,7 @@ def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int) -> ParsedReque
         targets=targets,
         parameters=parameters,
         body=body if len(targets) > 1 else None,
+        privacy=privacy,
     )
 
 

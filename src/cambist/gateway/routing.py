@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cambist.domain.clock import Clock
-from cambist.domain.endpoint import Endpoint
+from cambist.domain.endpoint import Endpoint, PrivacyTier
 from cambist.domain.models import find_model
 from cambist.gateway.policy import DEFAULT_POLICY, RoutingPolicy
 
@@ -78,7 +78,8 @@ class EndpointRoute:
     ``avg_cost_per_mtok`` is the lease's cost at full batch (own deployments)
     or the declared output price (external, local). ``headers`` carries the
     upstream's ``Authorization`` (never shown in ``repr``); ``usable`` is false
-    when the endpoint needs an API key that is not available.
+    when the endpoint needs an API key that is not available; ``tiers`` are
+    the privacy tiers it offers (``Endpoint.privacy_tiers``).
     """
 
     endpoint: Endpoint
@@ -89,6 +90,7 @@ class EndpointRoute:
     quantization: str = "unknown"
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     usable: bool = True
+    tiers: frozenset[PrivacyTier] = frozenset({"standard"})
 
     @property
     def id(self) -> str:
@@ -124,6 +126,8 @@ class EndpointRoute:
     def admitted_by(self, policy: RoutingPolicy, parameters: frozenset[str]) -> bool:
         """Whether ``policy`` lets a request with ``parameters`` use this endpoint."""
         ep = self.endpoint
+        if policy.privacy not in self.tiers:
+            return False
         if policy.only is not None and not (self.names & policy.only):
             return False
         if self.names & policy.ignore:
@@ -195,7 +199,8 @@ class RoutingTable:
                 usable = False
         return EndpointRoute(
             ep, _base_url(ep.url), _avg_cost_per_mtok(ep), order,
-            frozenset({ep.id.lower(), ep.supplier.lower()}), _quantization(ep), headers, usable)
+            frozenset({ep.id.lower(), ep.supplier.lower()}), _quantization(ep), headers, usable,
+            ep.privacy_tiers)
 
     def swap(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the snapshot with ``endpoints`` (stats of kept endpoints survive)."""

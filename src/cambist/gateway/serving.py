@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 
 import orjson
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cambist.domain.billing import Principal
+from cambist.domain.endpoint import PRIVACY_TIERS
 from cambist.domain.ids import new_id
 from cambist.domain.money import quantize_usd
 from cambist.gateway.deps import GatewayDeps
@@ -34,11 +36,13 @@ from cambist.gateway.errors import (
 from cambist.gateway.metering import Meter, usage_of_body
 from cambist.gateway.planning import Plan, plan_targets
 from cambist.gateway.pricing import CallerPrices
+from cambist.gateway.privacy import PRIVACY_HEADER
 from cambist.gateway.protocol import Kind, ParsedRequest, parse_request
+from cambist.gateway.routing import EndpointRoute
 from cambist.gateway.streaming import RelayResponse, StreamRelay
 from cambist.gateway.upstream import Attempts, UpstreamResult, close_quietly, forward
 
-__all__ = ["GatewayService", "format_decimal"]
+__all__ = ["GatewayService", "format_decimal", "tier_counts"]
 
 log = logging.getLogger("cambist.gateway")
 
@@ -46,6 +50,16 @@ log = logging.getLogger("cambist.gateway")
 def format_decimal(amount: Decimal) -> str:
     """A Decimal in plain notation (never ``1E-7``), exact."""
     return format(amount, "f")
+
+
+def tier_counts(routes: Iterable[EndpointRoute]) -> dict[str, int]:
+    """How many of ``routes`` offer each privacy tier (tiers none offers left out),
+    in the order of :data:`~cambist.domain.endpoint.PRIVACY_TIERS`."""
+    counts = dict.fromkeys(PRIVACY_TIERS, 0)
+    for route in routes:
+        for tier in route.tiers:
+            counts[tier] += 1
+    return {tier: n for tier, n in counts.items() if n}
 
 
 class GatewayService:
@@ -98,7 +112,8 @@ class GatewayService:
                 "inference needs a tenant API key; platform admin keys have no tenant to bill"
             )
         parsed = parse_request(
-            await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap
+            await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap,
+            privacy_header=request.headers.get(PRIVACY_HEADER),
         )
         plans, primary_error = plan_targets(deps.routes, self.prices, parsed, principal.tenant_id)
         if not plans:
@@ -179,7 +194,8 @@ class GatewayService:
 
     async def models(self, request: Request) -> Response:
         """``GET /v1/models``: every priced model with at least one healthy endpoint
-        (priced by the price list, else by its endpoints' declared prices)."""
+        (priced by the price list, else by its endpoints' declared prices), with
+        the privacy tiers it is available in and how many endpoints offer each."""
         principal = self.authenticate(request)
         deps = self._deps
         data = []
@@ -199,6 +215,7 @@ class GatewayService:
                 },
                 "context_length": max(r.endpoint.context_length for r in healthy),
                 "endpoints": len(healthy),
+                "tiers": tier_counts(healthy),
             })
         return Response(
             orjson.dumps({"object": "list", "data": data}), media_type="application/json"

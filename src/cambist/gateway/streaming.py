@@ -22,6 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from cambist.gateway.deps import GatewayDeps
+from cambist.gateway.errors import log_unexpected
 from cambist.gateway.metering import Meter, TextTally, Usage, usage_from
 from cambist.gateway.protocol import ParsedRequest
 from cambist.gateway.sse import DONE, encode_event, error_event, event_data
@@ -133,8 +134,8 @@ class StreamRelay:
         # the wallet keeps the hold when settling fails.
         try:
             self._meter.settle(self._result.route, usage, status, self._ttft_ms)
-        except Exception:
-            log.exception("settling stream request %s failed", self._meter.request_id)
+        except Exception as exc:
+            log_unexpected(log, exc, f"settling stream request {self._meter.request_id} failed")
 
     async def finish(self) -> None:
         """Settle whatever was delivered if the stream did not finish (the client

@@ -1,9 +1,11 @@
 """Forwarding to upstream endpoints, with retries before the first byte.
 
 Each attempt sends the same serialized body to the best route the table
-offers under the request's routing policy, with the upstream's own
-``Authorization`` when it has an API key. An attempt fails over to the next
-candidate when nothing has reached the client yet: connection errors,
+offers under the request's routing policy, with an explicit allow-list of
+headers (:func:`cambist.gateway.privacy.upstream_headers`): the upstream's own
+``Authorization`` when it has an API key, never anything of the caller's.
+An attempt fails over to the next candidate when nothing has reached the
+client yet: connection errors,
 timeouts, 5xx and 401/403 (the upstream refused *our* credentials) open the
 endpoint's circuit (passive health); 408/429 only move on. A ``Retry-After``
 on a 429 or 503 keeps that endpoint out of routing until then. No attempt
@@ -31,6 +33,7 @@ from cambist.domain.events import EventKind
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import AttemptFailure, NoHealthyEndpoint, UpstreamFailed
 from cambist.gateway.policy import Target
+from cambist.gateway.privacy import enforce_allow_list, upstream_headers
 from cambist.gateway.protocol import Kind, ParsedRequest
 from cambist.gateway.routing import EndpointRoute
 from cambist.gateway.sse import sse_events
@@ -218,10 +221,10 @@ async def _attempt(
         "POST",
         route.url(PATHS[request.kind]),
         content=payload,
-        headers={"content-type": "application/json", "x-request-id": request_id,
-                 **route.headers},
+        headers=upstream_headers(request.privacy, request_id, route.headers),
         timeout=deps.settings.timeout(),
     )
+    enforce_allow_list(http_request)
     try:
         response = await deps.http.send(http_request, stream=True)
     except httpx.HTTPError as exc:
