@@ -119,3 +119,16 @@ def test_event_log(exchange: ExchangeProcess, llama8b: str) -> None:
     assert {"offer.added", "lease.transition", "deploy.step"} <= kinds
     with exchange.client(exchange.connection["demo_key"]) as c:
         assert c.get("/v1/events").status_code == 403
+
+
+def test_prometheus_metrics(exchange: ExchangeProcess, llama8b: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(exchange.base_url + "/metrics", timeout=10).text
+        if 'cambist_deployments{state="ready"}' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for name in ("cambist_offers_listed", "cambist_leases_active", "cambist_endpoint_in_flight",
+                 "cambist_outbox_backlog_bytes", "cambist_usage_records_flushed_total",
+                 'cambist_deployments{state="ready"}', 'cambist_endpoints{healthy="true"}'):
+        assert name in text, name

@@ -27,6 +27,7 @@ from cambist.api import (
 )
 from cambist.api.errors import install_error_handlers
 from cambist.app.exchange import Exchange
+from cambist.app.metrics import MetricsSnapshot, metrics_route
 from cambist.domain.offer import OfferQuery
 from cambist.gateway.app import gateway_routes
 from cambist.web.dashboard import dashboard_routes
@@ -54,6 +55,9 @@ def create_app(ex: Exchange) -> FastAPI:
         return JSONResponse({"status": "ok", "role": ex.role})
 
     app.add_route("/health", health, methods=["GET"])
+    snapshot_loop = MetricsSnapshot(ex)
+    ex.loops.append(snapshot_loop)
+    app.router.routes.append(metrics_route(ex, snapshot_loop))
     if ex.control is not None:
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,

@@ -108,6 +108,12 @@ class OutboxFlusher:
             self._position = await read_position(self._engine, self.outbox.offset_key)
         return self._position
 
+    def backlog_bytes(self) -> int:
+        """Bytes appended to the outbox and not yet committed (flush lag)."""
+        if self._position is None:
+            return 0
+        return max(0, self.outbox.size() - self.outbox.start_of(self._position))
+
     async def _flush_batch(self) -> int:
         """Commit the next batch of complete lines; returns the lines' record count
         (0 when nothing new was complete)."""
