@@ -87,21 +87,24 @@ def register(app: typer.Typer) -> None:
     def rent(
         ctx: typer.Context,
         gpu: Annotated[str | None, typer.Option(help="GPU family or SKU.")] = None,
-        count: Annotated[int | None, typer.Option(min=1)] = None,
+        count: Annotated[int, typer.Option(min=1, help="GPUs in the unit (default 1).")] = 1,
         region: Annotated[str | None, typer.Option()] = None,
         max_price: Annotated[str | None, typer.Option(help="Max $ per GPU-hour.")] = None,
         offer: Annotated[str | None, typer.Option(help="Rent this exact offer id.")] = None,
         tenant: Annotated[str | None, typer.Option(help="Tenant to charge (admin keys).")]
         = None,
+        spot: Annotated[bool | None, typer.Option("--spot/--no-spot",
+                                                  help="Only spot, or only on-demand.")] = None,
         token: Annotated[str | None, typer.Option(help="Client token (idempotency).")] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Rent the cheapest offer that fits."""
+        """Rent the cheapest offer that fits (one GPU unless --count)."""
         if gpu is None and offer is None:
             raise typer.BadParameter("say what to rent: --gpu H100 (or --offer ID)")
         mp = parse_money(max_price, "--max-price")
-        body = {"gpu": gpu, "count": count, "region": region,
+        body = {"gpu": gpu, "count": None if offer else count, "region": region,
                 "max_price": str(mp) if mp is not None else None, "offer_id": offer,
+                "spot": spot,
                 "tenant": tenant, "client_token": token or new_token()}
         lease = run_client(ctx, lambda c: c.post("/v1/leases", body))
         if as_json:
