@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from cambist.api.auth import control_plane, principal, require_admin, resolve_tenant
 from cambist.api.context import ControlPlane
+from cambist.api.params import Timestamp
 from cambist.api.routes_keys import IdempotencyHeader, finish_idempotent
 from cambist.domain.billing import Principal
 from cambist.domain.errors import InvalidRequest, NotFound
@@ -37,7 +38,7 @@ async def usage(cp: Annotated[ControlPlane, Depends(control_plane)],
                 p: Annotated[Principal, Depends(principal)],
                 tenant: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-                since: float | None = None) -> dict:
+                since: Timestamp = None) -> dict:
     """Usage records and per-model totals (a tenant key sees only its own)."""
     t = resolve_tenant(p, tenant)
     records = await usage_records(cp.db, t, limit=limit, since=since)
@@ -52,7 +53,12 @@ async def balance(cp: Annotated[ControlPlane, Depends(control_plane)],
                   tenant: str | None = None) -> dict:
     """Balance and available credit of a tenant (an admin lists all)."""
     t = resolve_tenant(p, tenant)
-    tenants = [t] if t else [x["id"] for x in await cp.keyring.list_tenants()]
+    known = [x["id"] for x in await cp.keyring.list_tenants()]
+    if t is not None and t not in known:
+        # Checked before the ledger sees the id: it raises on ids that cannot
+        # name an account, and an unknown tenant has no balance to show.
+        raise NotFound(f"no tenant {t!r}; see 'cambist tenants'", param="tenant")
+    tenants = [t] if t else known
     rows = []
     for tid in tenants:
         rows.append({"tenant": tid,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from cambist.api.auth import control_plane, principal, require_admin
 from cambist.api.context import ControlPlane
+from cambist.api.params import Timestamp
 from cambist.domain.billing import Principal
 
 __all__ = ["router"]
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["events"])
 @router.get("/events")
 async def events(cp: Annotated[ControlPlane, Depends(control_plane)],
                  p: Annotated[Principal, Depends(principal)],
-                 kind: str | None = None, since: float | None = None,
+                 kind: str | None = None, since: Timestamp = None,
                  limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict:
     """Events in time order, filtered by kind prefix (e.g. ``lease.``) and time."""
     require_admin(p)

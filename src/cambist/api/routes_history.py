@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 
 from cambist.api.auth import control_plane, principal
 from cambist.api.context import ControlPlane
+from cambist.api.params import Timestamp
 from cambist.domain.billing import Principal
 from cambist.domain.errors import InvalidRequest
 from cambist.domain.money import quantize_usd
@@ -92,8 +93,8 @@ async def prices(
     _: Annotated[Principal, Depends(principal)],
     gpu: str,
     interval: str = "1h",
-    since: float | None = None,
-    until: float | None = None,
+    since: Timestamp = None,
+    until: Timestamp = None,
     supplier: str | None = None,
     region: str | None = None,
 ) -> dict:
@@ -118,7 +119,7 @@ async def trades(
     cp: Annotated[ControlPlane, Depends(control_plane)],
     p: Annotated[Principal, Depends(principal)],
     gpu: str | None = None,
-    since: float | None = None,
+    since: Timestamp = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
 ) -> dict:
     """Leases as trades, newest first; lease id and owner only for admin keys."""

@@ -38,8 +38,8 @@ async def market_quote(
     cp: Annotated[ControlPlane, Depends(control_plane)],
     _: Annotated[Principal, Depends(principal)],
     model: str,
-    tokens_per_second: Annotated[float | None, Query(gt=0)] = None,
-    ttft_ms: Annotated[float | None, Query(gt=0)] = None,
+    tokens_per_second: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+    ttft_ms: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
     region: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> dict[str, Any]:

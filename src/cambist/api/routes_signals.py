@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query
 
 from cambist.api.auth import control_plane, principal
 from cambist.api.context import ControlPlane
+from cambist.api.params import Timestamp
 from cambist.domain.billing import Principal
 from cambist.domain.errors import Conflict, InvalidRequest
 from cambist.domain.sku import family_of
@@ -66,7 +67,7 @@ async def signals(
     cp: Annotated[ControlPlane, Depends(control_plane)],
     _: Annotated[Principal, Depends(principal)],
     gpu: str | None = None,
-    since: float | None = None,
+    since: Timestamp = None,
     bar_s: Annotated[int, Query(ge=10, le=86400)] = 300,
 ) -> dict[str, Any]:
     """Gluts and surges per SKU that were open at or after ``since`` (default:
