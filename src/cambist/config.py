@@ -22,6 +22,14 @@ from cambist.domain.endpoint import (
     normalize_upstream_url,
 )
 from cambist.domain.errors import InvalidRequest
+from cambist.ledger.plans import (
+    DEFAULT_PLAN,
+    DEFAULT_PLANS,
+    Plan,
+    PlanBook,
+    merge_plans,
+    plan_from_table,
+)
 
 __all__ = [
     "ConfigError",
@@ -122,6 +130,16 @@ class Settings:
     """External OpenAI-compatible providers, upserted as ``external`` endpoints."""
     retry_budget_s: float = 30.0
     """The gateway starts no new upstream attempt this long after a request arrived."""
+    plans: tuple[Plan, ...] = DEFAULT_PLANS
+    """Rate-limit plans: the shipped ones plus ``[[plans]]`` tables (same name replaces)."""
+    tenant_plans: tuple[tuple[str, str], ...] = ()
+    """(tenant id, plan name) pairs, from the ``tenant_plans`` table."""
+    default_plan: str = DEFAULT_PLAN
+    """The plan of every tenant ``tenant_plans`` does not name."""
+
+    def plan_book(self) -> PlanBook:
+        """Which plan each tenant is on."""
+        return PlanBook(self.plans, dict(self.tenant_plans), self.default_plan)
 
     @property
     def db_url(self) -> str:
@@ -251,6 +269,22 @@ def _upstreams(raw: Any) -> tuple[UpstreamConfig, ...]:
     return tuple(out)
 
 
+def _plans(raw: Any) -> tuple[Plan, ...]:
+    if not isinstance(raw, list) or not all(isinstance(t, Mapping) for t in raw):
+        raise ConfigError("setting 'plans': use [[plans]] tables")
+    try:
+        return merge_plans(plan_from_table(t) for t in raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting 'plans': {exc}") from None
+
+
+def _tenant_plans(raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, Mapping) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError('setting \'tenant_plans\': use a table, tenant_plans = '
+                          '{ten_acme = "max"}')
+    return tuple((str(k), v) for k, v in raw.items())
+
+
 def load_settings(
     home: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -280,6 +314,15 @@ def load_settings(
             changes[name] = _local_gpus(value)
         elif name == "upstreams":
             changes[name] = _upstreams(value)
+        elif name == "plans":
+            changes[name] = _plans(value)
+        elif name == "tenant_plans":
+            changes[name] = _tenant_plans(value)
         else:
             changes[name] = _coerce(name, value, getattr(s, name))
-    return replace(s, **changes)
+    out = replace(s, **changes)
+    try:
+        out.plan_book()
+    except ValueError as exc:
+        raise ConfigError(f"setting 'tenant_plans'/'default_plan': {exc}") from None
+    return out

@@ -172,3 +172,15 @@ def test_utilization_in_unit_interval(caps: list[float],
         assert row.utilization is not None and 0 <= row.utilization <= 1
     for tr in tenant_utilization(usage, W):
         assert tr.dedicated_utilization is None or 0 <= tr.dedicated_utilization <= 1
+
+
+def test_window_refuses_absurd_bounds() -> None:
+    import pytest
+
+    from cambist.analytics.window import resolve_window
+    from cambist.domain.errors import InvalidRequest
+
+    for since, until in (("0", "1.7976931348623157e+308"), ("nan", None), ("0", None),
+                         ("-5", None)):
+        with pytest.raises(InvalidRequest):
+            resolve_window(since, until, 1_767_225_600.0)

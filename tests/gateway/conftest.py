@@ -30,6 +30,7 @@ from cambist.gateway import (
     create_gateway_app,
 )
 from cambist.gateway.registry import list_endpoints
+from cambist.ledger.plans import PlanBook
 from cambist.store.schema import metadata
 from cambist.testing import FakeAuthenticator, FakePriceList, FakeWallet
 
@@ -86,8 +87,9 @@ class Harness:
 
     def __init__(
         self, stack: contextlib.AsyncExitStack, settings: GatewaySettings, *, in_process: bool,
-        home: Path | None = None,
+        home: Path | None = None, plans: PlanBook | None = None,
     ) -> None:
+        self.plans = plans or PlanBook()
         self.stack = stack
         self.in_process = in_process
         self.home = home
@@ -112,7 +114,8 @@ class Harness:
         http = await self.stack.enter_async_context(httpx.AsyncClient(trust_env=False))
         deps = GatewayDeps(
             authenticator=self.auth, prices=self.prices, wallet=self.wallet, routes=self.table,
-            clock=self.clock, http=http, settings=self.settings, on_event=self.events.append,
+            clock=self.clock, http=http, settings=self.settings, plans=self.plans,
+            on_event=self.events.append,
         )
         self.deps = deps
         self.app = create_gateway_app(deps)
@@ -225,19 +228,27 @@ def settings() -> GatewaySettings:
 
 
 @pytest.fixture
-async def gw(settings: GatewaySettings, tmp_path: Path) -> AsyncIterator[Harness]:
+def plans() -> PlanBook:
+    """Which plan each tenant is on (parametrize to test limits)."""
+    return PlanBook()
+
+
+@pytest.fixture
+async def gw(settings: GatewaySettings, plans: PlanBook, tmp_path: Path
+             ) -> AsyncIterator[Harness]:
     """The gateway served by uvicorn on a loopback port."""
     async with contextlib.AsyncExitStack() as stack:
-        harness = Harness(stack, settings, in_process=False, home=tmp_path)
+        harness = Harness(stack, settings, in_process=False, home=tmp_path, plans=plans)
         await harness.start()
         yield harness
 
 
 @pytest.fixture
-async def gw_local(settings: GatewaySettings, tmp_path: Path) -> AsyncIterator[Harness]:
+async def gw_local(settings: GatewaySettings, plans: PlanBook, tmp_path: Path
+                   ) -> AsyncIterator[Harness]:
     """The gateway called in process through ``httpx.ASGITransport``."""
     async with contextlib.AsyncExitStack() as stack:
-        harness = Harness(stack, settings, in_process=True, home=tmp_path)
+        harness = Harness(stack, settings, in_process=True, home=tmp_path, plans=plans)
         await harness.start()
         yield harness
 

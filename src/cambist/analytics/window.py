@@ -26,6 +26,8 @@ class Window:
         if not self.until > self.since:
             raise InvalidRequest("the window must end after it starts (until > since)",
                                  param="since")
+        if self.until - self.since > MAX_WINDOW_S:
+            raise InvalidRequest("the window may span at most 366 days", param="since")
 
     @property
     def seconds(self) -> float:
@@ -50,7 +52,7 @@ def _instant(text: str, now: float, param: str) -> float:
         value = float(text)
     except ValueError:
         return now - parse_duration(text)
-    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+    if not 0 <= value <= 1e11:  # also refuses NaN and infinities
         raise InvalidRequest(f"{param} must be epoch seconds or a duration such as 24h",
                              param=param)
     return value

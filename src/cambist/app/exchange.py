@@ -122,7 +122,7 @@ async def open_exchange(settings: Settings, role: Role = "up",
                                   declared_price_markup=settings.markup)
     gateway = GatewayDeps(authenticator=keyring, prices=prices, wallet=wallet, routes=routes,
                           clock=clock, http=http, settings=gw_settings,
-                          on_event=buffer.add)
+                          plans=settings.plan_book(), on_event=buffer.add)
     ex = Exchange(settings=settings, role=role, clock=clock, db=db, http=http, keyring=keyring,
                   journal=journal, prices=prices, wallet=wallet, outbox=outbox, flusher=flusher,
                   events=events, buffer=buffer, routes=routes, gateway=gateway)

@@ -14,6 +14,7 @@ from cambist.domain.billing import Authenticator, PriceList, Wallet
 from cambist.domain.clock import Clock
 from cambist.gateway.errors import log_unexpected
 from cambist.gateway.routing import RoutingTable
+from cambist.ledger.plans import PlanBook
 
 __all__ = ["EventSink", "GatewayDeps", "GatewaySettings"]
 
@@ -61,7 +62,9 @@ class GatewaySettings:
 @dataclass(frozen=True, slots=True)
 class GatewayDeps:
     """Everything the gateway needs, injected. ``http`` is a shared
-    ``httpx.AsyncClient`` (one connection pool) owned and closed by the caller."""
+    ``httpx.AsyncClient`` (one connection pool) owned and closed by the caller.
+    ``plans`` says which plan (rate limits) each tenant is on; the counters
+    live in the gateway service, per process."""
 
     authenticator: Authenticator
     prices: PriceList
@@ -70,6 +73,7 @@ class GatewayDeps:
     clock: Clock
     http: httpx.AsyncClient
     settings: GatewaySettings = field(default_factory=GatewaySettings)
+    plans: PlanBook = field(default_factory=PlanBook)
     on_event: EventSink | None = None
 
     def emit(self, row: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ __all__ = [
     "NoHealthyEndpoint",
     "PayloadTooLarge",
     "PrivacyTierUnavailable",
+    "RateLimited",
     "TenantKeyRequired",
     "UpstreamFailed",
     "error_body",
@@ -115,6 +117,23 @@ class PrivacyTierUnavailable(InvalidRequest):
                          param="privacy")
 
 
+class RateLimited(CambistError):
+    """Over a plan's requests or tokens per minute (OpenAI's 429 shape: ``type`` is
+    ``"requests"`` or ``"tokens"``). ``headers`` are the caller's rate headers."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+    retryable = True
+
+    def __init__(self, kind: str, message: str, retry_after_s: float,
+                 headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.type = kind
+        self.retry_after_s = retry_after_s
+        self.headers = dict(headers)
+        self.headers["retry-after"] = str(max(1, math.ceil(retry_after_s)))
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptFailure:
     """Why one upstream attempt failed before the first byte."""
@@ -162,6 +181,8 @@ def error_response(exc: Exception, headers: Mapping[str, str] | None = None) -> 
         status, body = exc.status, error_body(exc.message, exc.type, exc.code, exc.param)
         if isinstance(exc, UpstreamFailed):
             out["x-cambist-attempts"] = str(exc.attempts)
+        elif isinstance(exc, RateLimited):
+            out.update(exc.headers)
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         code = "not_found" if status == 404 else f"http_{status}"
@@ -199,8 +220,12 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 
 
 def _request_headers(request: Request) -> dict[str, str]:
+    """The request id and the caller's rate headers, once known."""
     rid = getattr(request.state, "request_id", None)
-    return {"x-request-id": rid} if rid else {}
+    out = dict(getattr(request.state, "ratelimit_headers", None) or {})
+    if rid:
+        out["x-request-id"] = rid
+    return out
 
 
 async def _handle(request: Request, exc: Exception) -> Response:

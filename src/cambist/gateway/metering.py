@@ -4,7 +4,7 @@ settled usage record, charged at most the amount reserved."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -105,6 +105,9 @@ class Meter:
     stream: bool
     charged: Decimal | None = None
     done: bool = False
+    on_done: Callable[[int], None] | None = None
+    """Told the tokens used once the request settles (0 when released): the
+    rate limiter corrects its token estimate with it."""
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""
@@ -147,11 +150,19 @@ class Meter:
         )
         self.done = True
         self.charged = charge
-        self.wallet.settle(self.reservation, record)
+        try:
+            self.wallet.settle(self.reservation, record)
+        finally:
+            if self.on_done is not None:
+                self.on_done(usage.prompt_tokens + usage.completion_tokens)
         return charge
 
     def release(self) -> None:
         """Drop the hold without charging (idempotent)."""
         if not self.done:
             self.done = True
-            self.wallet.release(self.reservation)
+            try:
+                self.wallet.release(self.reservation)
+            finally:
+                if self.on_done is not None:
+                    self.on_done(0)

@@ -1,7 +1,9 @@
 """The gateway service: one inference request from key to settled usage.
 
-Order of work: authenticate; read the body under the size limit; parse and
-validate it once (routing policy included); plan the models that may serve it
+Order of work: authenticate; take one request from the key's and tenant's
+per-minute limits; read the body under the size limit; parse and validate it
+once (routing policy included); take its token estimate from the per-minute
+token limits (corrected when it settles); plan the models that may serve it
 (price, ``max_price``, endpoints the policy admits, context length); reserve
 credit for the worst case (prompt estimate plus ``max_tokens``, or the
 default, at the dearest planned model) before any upstream sees the request;
@@ -33,6 +35,7 @@ from cambist.gateway.errors import (
     TenantKeyRequired,
     UpstreamFailed,
 )
+from cambist.gateway.limits import RateLimiter
 from cambist.gateway.metering import Meter, usage_of_body
 from cambist.gateway.planning import Plan, plan_targets
 from cambist.gateway.pricing import CallerPrices
@@ -68,6 +71,7 @@ class GatewayService:
     def __init__(self, deps: GatewayDeps) -> None:
         self._deps = deps
         self.prices = CallerPrices(deps.prices, deps.routes, deps.settings.declared_price_markup)
+        self.limiter = RateLimiter(deps.plans, deps.clock)
 
     def authenticate(self, request: Request) -> Principal:
         """The principal of the request's bearer key; raises ``InvalidApiKey``."""
@@ -111,21 +115,21 @@ class GatewayService:
             raise TenantKeyRequired(
                 "inference needs a tenant API key; platform admin keys have no tenant to bill"
             )
+        admission = self.limiter.admit(principal.key_id, principal.tenant_id)
+        request.state.ratelimit_headers = admission.headers  # on every response from here
         parsed = parse_request(
             await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap,
             privacy_header=request.headers.get(PRIVACY_HEADER),
         )
-        plans, primary_error = plan_targets(deps.routes, self.prices, parsed, principal.tenant_id)
-        if not plans:
-            assert primary_error is not None
-            raise primary_error
         completion = parsed.reserve_completion_tokens(deps.settings.default_max_tokens)
-        hold = max(p.price.charge(parsed.prompt_tokens, completion) for p in plans)
-        reservation = deps.wallet.reserve(principal.tenant_id, hold, request_id)
-        meter = Meter(
-            deps.wallet, reservation, plans[0].price, principal, request_id, plans[0].target.model,
-            created_at, started, parsed.stream,
-        )
+        admission.reserve_tokens(parsed.prompt_tokens + completion)
+        try:
+            plans, meter = self._reserve(parsed, principal, completion, request_id,
+                                         (created_at, started))
+        except BaseException:
+            admission.settle(0)
+            raise
+        meter.on_done = admission.settle
         try:
             result, plan = await self._forward(parsed, plans, request_id, started,
                                                principal.tenant_id, created_at)
@@ -134,13 +138,35 @@ class GatewayService:
             raise
         meter.price, meter.model = plan.price, plan.target.model
         try:
-            return self._respond(parsed, result, meter)
+            return self._respond(parsed, result, meter, admission.headers)
         except BaseException:
             meter.release()
             if result.events is not None:
                 deps.routes.release(result.route)
                 await close_quietly(result.response)
             raise
+
+    def _reserve(
+        self, parsed: ParsedRequest, principal: Principal, completion: int, request_id: str,
+        times: tuple[float, float],
+    ) -> tuple[list[Plan], Meter]:
+        """Plan the models that may serve the request and hold credit for the
+        worst case at the dearest of them. ``times``: (clock time, monotonic
+        time) of the request's arrival."""
+        deps = self._deps
+        tenant = principal.tenant_id
+        assert tenant is not None
+        plans, primary_error = plan_targets(deps.routes, self.prices, parsed, tenant)
+        if not plans:
+            assert primary_error is not None
+            raise primary_error
+        hold = max(p.price.charge(parsed.prompt_tokens, completion) for p in plans)
+        reservation = deps.wallet.reserve(tenant, hold, request_id)
+        meter = Meter(
+            deps.wallet, reservation, plans[0].price, principal, request_id, plans[0].target.model,
+            times[0], times[1], parsed.stream,
+        )
+        return plans, meter
 
     async def _forward(
         self, parsed: ParsedRequest, plans: list[Plan], request_id: str, started: float,
@@ -166,8 +192,10 @@ class GatewayService:
         assert first is not None
         raise first
 
-    def _respond(self, parsed: ParsedRequest, result: UpstreamResult, meter: Meter) -> Response:
+    def _respond(self, parsed: ParsedRequest, result: UpstreamResult, meter: Meter,
+                 rate_headers: dict[str, str]) -> Response:
         headers = {
+            **rate_headers,
             "x-request-id": meter.request_id,
             "x-cambist-model": meter.model,
             "x-cambist-endpoint": result.route.id,

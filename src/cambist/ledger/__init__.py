@@ -18,6 +18,7 @@ from cambist.ledger.idempotency import IdempotencyStore, IdempotentCall
 from cambist.ledger.journal import Entry, Journal
 from cambist.ledger.keys import Keyring, KeyringRefresh, ensure_server_secret
 from cambist.ledger.outbox import UsageOutbox
+from cambist.ledger.plans import DEFAULT_PLANS, Plan, PlanBook
 from cambist.ledger.prices import PriceBook, PriceBookRefresh
 from cambist.ledger.queries import usage_records, usage_summary
 from cambist.ledger.wallet import TenantWallet, WalletRefresh
@@ -25,6 +26,7 @@ from cambist.ledger.wallet import TenantWallet, WalletRefresh
 __all__ = [
     "CASH",
     "COMPUTE_COST",
+    "DEFAULT_PLANS",
     "REVENUE_INFERENCE",
     "REVENUE_LEASES",
     "Entry",
@@ -34,6 +36,8 @@ __all__ = [
     "Keyring",
     "KeyringRefresh",
     "OutboxFlusher",
+    "Plan",
+    "PlanBook",
     "PriceBook",
     "PriceBookRefresh",
     "TenantWallet",

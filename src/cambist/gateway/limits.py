@@ -1,0 +1,232 @@
+"""Rate limits: requests and tokens per minute, per API key and per tenant.
+
+Each (key or tenant, requests or tokens) pair has a token bucket holding at
+most the plan's per-minute limit and refilled continuously at limit/60 per
+second; a request takes 1 from both request buckets, then its token estimate
+(prompt + ``max_tokens`` or the default) from both token buckets, all or
+nothing, and the token take is corrected to the actual usage when the request
+settles (refunded in full when nothing is charged). Everything is in memory, per
+process, O(1) per request; time comes from the injected clock.
+
+Accuracy: a bucket admits at most ``L + L*t/60`` in any interval of ``t``
+seconds (a full burst, then the refill), so never more than ``2L`` in a sliding
+minute and exactly ``L`` per minute sustained; a caller is never refused while
+a strict 60-second sliding window would admit its request, except for tokens
+not yet refunded from requests in flight.
+
+Headers follow OpenAI: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
+for the tighter of the key and tenant buckets; ``reset`` is the time until the
+bucket is full again, as a Go-style duration (``20ms``, ``1s``, ``6m0s``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from cambist.domain.clock import Clock
+from cambist.gateway.errors import RateLimited
+from cambist.ledger.plans import Plan, PlanBook
+
+__all__ = ["Admission", "RateLimiter", "TokenBucket", "format_duration", "reset_header"]
+
+_NS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000}
+
+
+def _fraction(n: int, unit: int) -> str:
+    whole, frac = divmod(n, unit)
+    if not frac:
+        return str(whole)
+    digits = str(frac).rjust(len(str(unit)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}"
+
+
+def format_duration(ns: int) -> str:
+    """``ns`` nanoseconds as Go's ``time.Duration`` prints it (the format of
+    OpenAI's reset headers): ``0s``, ``250ns``, ``1.5µs``, ``59.5ms``, ``1s``,
+    ``6m0s``, ``1h2m3.5s``."""
+    if ns < 0:
+        raise ValueError("a duration is never negative")
+    if ns == 0:
+        return "0s"
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return _fraction(ns, 1_000) + "µs"
+    if ns < _NS["s"]:
+        return _fraction(ns, 1_000_000) + "ms"
+    hours, rest = divmod(ns, _NS["h"])
+    minutes, rest = divmod(rest, _NS["m"])
+    seconds = _fraction(rest, _NS["s"]) + "s"
+    if hours:
+        return f"{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{minutes}m{seconds}"
+    return seconds
+
+
+def reset_header(seconds: float) -> str:
+    """A reset header value: ``seconds`` rounded up to whole milliseconds (so a
+    client that waits that long finds the bucket full)."""
+    ms = math.ceil(max(seconds, 0.0) * 1000 - 1e-6)
+    return format_duration(max(ms, 0) * 1_000_000)
+
+
+class TokenBucket:
+    """Holds up to ``capacity`` units, refilled at ``capacity`` per minute."""
+
+    __slots__ = ("capacity", "level", "rate", "stamp")
+
+    def __init__(self, capacity: int, now: float) -> None:
+        self.capacity = float(capacity)
+        self.rate = capacity / 60.0
+        self.level = self.capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        """Add what accrued since the last look (a clock step back adds nothing)."""
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_s(self, cost: float) -> float:
+        """Seconds until ``cost`` fits (0 when it fits now; call :meth:`refill` first)."""
+        return 0.0 if self.level >= cost else (cost - self.level) / self.rate
+
+    def adjust(self, delta: float) -> None:
+        """Take (negative) or give back (positive) units, never above capacity;
+        a correction upwards may leave a debt (a negative level)."""
+        self.level = min(self.capacity, self.level + delta)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level + 1e-9))
+
+    @property
+    def reset_s(self) -> float:
+        """Seconds until the bucket is full again."""
+        return max(0.0, (self.capacity - self.level) / self.rate)
+
+
+@dataclass(slots=True)
+class _Buckets:
+    """The request and token buckets of one key or one tenant."""
+
+    requests: TokenBucket
+    tokens: TokenBucket
+
+    @classmethod
+    def of(cls, rpm: int, tpm: int, now: float) -> _Buckets:
+        return cls(TokenBucket(rpm, now), TokenBucket(tpm, now))
+
+
+def _tighter(a: TokenBucket, b: TokenBucket) -> TokenBucket:
+    return b if b.remaining < a.remaining else a
+
+
+def _headers(kind: str, bucket: TokenBucket, out: dict[str, str]) -> None:
+    out[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
+    out[f"x-ratelimit-remaining-{kind}"] = str(bucket.remaining)
+    out[f"x-ratelimit-reset-{kind}"] = reset_header(bucket.reset_s)
+
+
+@dataclass(slots=True)
+class Admission:
+    """One admitted request: its rate headers (kept current) and its token take."""
+
+    clock: Clock
+    plan: Plan
+    key_id: str
+    key: _Buckets
+    tenant: _Buckets
+    headers: dict[str, str] = field(default_factory=dict)
+    tokens: int = 0
+    settled: bool = False
+
+    def update_headers(self) -> None:
+        """Recompute the six ``x-ratelimit-*`` headers from the buckets."""
+        _headers("requests", _tighter(self.key.requests, self.tenant.requests), self.headers)
+        _headers("tokens", _tighter(self.key.tokens, self.tenant.tokens), self.headers)
+
+    def reserve_tokens(self, estimate: int) -> None:
+        """Take ``estimate`` tokens from the key and tenant buckets, or raise
+        :class:`RateLimited` (``type="tokens"``) taking nothing."""
+        now = self.clock.now()
+        pairs = (("key", self.key.tokens, self.plan.tokens_per_minute),
+                 ("tenant", self.tenant.tokens, self.plan.tenant_tokens_per_minute))
+        for scope, bucket, limit in pairs:
+            bucket.refill(now)
+            if estimate > limit:
+                self.update_headers()
+                raise RateLimited(
+                    "tokens", f"Request too large for tokens per minute ({scope} limit "
+                    f"{limit}, requested {estimate}); send fewer tokens or a smaller "
+                    "max_tokens", 60.0, dict(self.headers))
+            wait = bucket.wait_s(estimate)
+            if wait > 0:
+                self.update_headers()
+                raise _limited("tokens", scope, self, limit, bucket, estimate, wait)
+        self.key.tokens.adjust(-estimate)
+        self.tenant.tokens.adjust(-estimate)
+        self.tokens = estimate
+        self.update_headers()
+
+    def settle(self, used: int) -> None:
+        """Correct the token take to ``used`` (0 refunds it all); idempotent."""
+        if self.settled:
+            return
+        self.settled = True
+        delta = self.tokens - used
+        if delta:
+            now = self.clock.now()
+            for bucket in (self.key.tokens, self.tenant.tokens):
+                bucket.refill(now)
+                bucket.adjust(delta)
+
+
+def _limited(kind: str, scope: str, admission: Admission, limit: int, bucket: TokenBucket,
+             requested: int, wait: float) -> RateLimited:
+    who = f"key {admission.key_id}" if scope == "key" else "your organization"
+    used = max(0, limit - bucket.remaining)
+    return RateLimited(
+        kind, f"Rate limit reached for {kind} per minute on {who} (plan {admission.plan.name}): "
+        f"Limit {limit}, Used {used}, Requested {requested}. Please try again in "
+        f"{reset_header(wait)}.", wait, dict(admission.headers))
+
+
+class RateLimiter:
+    """The per-process buckets of every key and tenant seen, by plan."""
+
+    def __init__(self, plans: PlanBook, clock: Clock) -> None:
+        self._plans = plans
+        self._clock = clock
+        self._keys: dict[str, _Buckets] = {}
+        self._tenants: dict[str, _Buckets] = {}
+
+    def admit(self, key_id: str, tenant_id: str) -> Admission:
+        """Take one request from the key's and the tenant's request buckets, or
+        raise :class:`RateLimited` (``type="requests"``) taking nothing."""
+        now = self._clock.now()
+        plan = self._plans.plan_of(tenant_id)
+        key = self._keys.get(key_id)
+        if key is None:
+            key = self._keys[key_id] = _Buckets.of(
+                plan.requests_per_minute, plan.tokens_per_minute, now)
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            tenant = self._tenants[tenant_id] = _Buckets.of(
+                plan.tenant_requests_per_minute, plan.tenant_tokens_per_minute, now)
+        for bucket in (key.requests, key.tokens, tenant.requests, tenant.tokens):
+            bucket.refill(now)
+        admission = Admission(self._clock, plan, key_id, key, tenant)
+        pairs = (("key", key.requests, plan.requests_per_minute),
+                 ("tenant", tenant.requests, plan.tenant_requests_per_minute))
+        for scope, bucket, limit in pairs:
+            wait = bucket.wait_s(1)
+            if wait > 0:
+                admission.update_headers()
+                raise _limited("requests", scope, admission, limit, bucket, 1, wait)
+        key.requests.adjust(-1)
+        tenant.requests.adjust(-1)
+        admission.update_headers()
+        return admission

@@ -1,0 +1,125 @@
+"""Plans: what a tenant may spend per minute, and which plan each tenant is on.
+
+A plan caps requests per minute and tokens per minute, once per API key and
+once per tenant (all its keys together). Plans are declared in configuration
+(``[[plans]]``, which add to or replace the shipped :data:`DEFAULT_PLANS` by
+name); ``tenant_plans`` maps tenant ids to plan names, and every other tenant
+is on the default plan. The gateway enforces them (``cambist.gateway.limits``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_PLAN", "DEFAULT_PLANS", "Plan", "PlanBook", "merge_plans", "plan_from_table"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Per-minute limits of one plan (every limit a positive integer)."""
+
+    name: str
+    requests_per_minute: int
+    """Per API key."""
+    tokens_per_minute: int
+    """Per API key: prompt plus completion tokens."""
+    tenant_requests_per_minute: int
+    """All the tenant's keys together."""
+    tenant_tokens_per_minute: int
+    """All the tenant's keys together."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a plan needs a name")
+        for attr in ("requests_per_minute", "tokens_per_minute",
+                     "tenant_requests_per_minute", "tenant_tokens_per_minute"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"plan {self.name!r}: {attr} must be a positive integer")
+
+
+DEFAULT_PLANS: tuple[Plan, ...] = (
+    Plan("free", 20, 40_000, 40, 100_000),
+    Plan("pro", 3_000, 2_000_000, 10_000, 10_000_000),
+    Plan("pro_plus", 10_000, 10_000_000, 30_000, 30_000_000),
+    Plan("max", 30_000, 50_000_000, 100_000, 150_000_000),
+)
+"""The shipped plans, shaped like Free / Pro / Pro+ / Max."""
+
+DEFAULT_PLAN = "pro"
+"""The plan of a tenant ``tenant_plans`` does not name: generous enough that
+the demo and ordinary use never meet it."""
+
+_FIELDS = ("requests_per_minute", "tokens_per_minute",
+           "tenant_requests_per_minute", "tenant_tokens_per_minute")
+
+
+def plan_from_table(raw: Mapping[str, Any]) -> Plan:
+    """A plan from a ``[[plans]]`` table. ``tenant_*`` limits default to the
+    per-key ones; unknown keys are refused. Raises ``ValueError`` naming the fix."""
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("each [[plans]] table needs a name")
+    unknown = set(raw) - {"name", *_FIELDS}
+    if unknown:
+        raise ValueError(f"plan {name!r}: unknown keys {sorted(unknown)}; known: "
+                         f"name, {', '.join(_FIELDS)}")
+    for required in _FIELDS[:2]:
+        if required not in raw:
+            raise ValueError(f"plan {name!r} needs {required}")
+    return Plan(
+        name=name,
+        requests_per_minute=raw["requests_per_minute"],
+        tokens_per_minute=raw["tokens_per_minute"],
+        tenant_requests_per_minute=raw.get("tenant_requests_per_minute",
+                                           raw["requests_per_minute"]),
+        tenant_tokens_per_minute=raw.get("tenant_tokens_per_minute", raw["tokens_per_minute"]),
+    )
+
+
+def merge_plans(declared: Iterable[Plan], base: Iterable[Plan] = DEFAULT_PLANS
+                ) -> tuple[Plan, ...]:
+    """``base`` with ``declared`` added, a declared plan replacing one of the same
+    name. Raises ``ValueError`` when ``declared`` names a plan twice."""
+    out = {p.name: p for p in base}
+    seen: set[str] = set()
+    for plan in declared:
+        if plan.name in seen:
+            raise ValueError(f"plan {plan.name!r} is declared twice")
+        seen.add(plan.name)
+        out[plan.name] = plan
+    return tuple(out.values())
+
+
+class PlanBook:
+    """Which plan each tenant is on (read-only once built; O(1) lookups)."""
+
+    def __init__(self, plans: Iterable[Plan] = DEFAULT_PLANS,
+                 tenant_plans: Mapping[str, str] | None = None,
+                 default: str = DEFAULT_PLAN) -> None:
+        self._plans = {p.name: p for p in plans}
+        known = ", ".join(sorted(self._plans))
+        if default not in self._plans:
+            raise ValueError(f"default plan {default!r} is not a plan; known: {known}")
+        self._default = self._plans[default]
+        self._tenants: dict[str, Plan] = {}
+        for tenant, name in (tenant_plans or {}).items():
+            if name not in self._plans:
+                raise ValueError(f"tenant {tenant!r} is on plan {name!r}, which is not a "
+                                 f"plan; known: {known}")
+            self._tenants[tenant] = self._plans[name]
+
+    @property
+    def default(self) -> Plan:
+        """The plan of tenants not mapped to another."""
+        return self._default
+
+    def plans(self) -> list[Plan]:
+        """Every plan, in declaration order."""
+        return list(self._plans.values())
+
+    def plan_of(self, tenant_id: str) -> Plan:
+        """The plan ``tenant_id`` is on."""
+        return self._tenants.get(tenant_id, self._default)
