@@ -122,6 +122,8 @@ def test_event_log(exchange: ExchangeProcess, llama8b: str) -> None:
 
 
 def test_prometheus_metrics(exchange: ExchangeProcess, llama8b: str) -> None:
+    _sdk(exchange).chat.completions.create(model="llama-3.1-8b", max_tokens=4,
+                                           messages=[{"role": "user", "content": "count me"}])
     deadline = time.monotonic() + 10
     while True:
         text = httpx.get(exchange.base_url + "/metrics", timeout=10).text
@@ -130,5 +132,6 @@ def test_prometheus_metrics(exchange: ExchangeProcess, llama8b: str) -> None:
         time.sleep(0.5)
     for name in ("cambist_offers_listed", "cambist_leases_active", "cambist_endpoint_in_flight",
                  "cambist_outbox_backlog_bytes", "cambist_usage_records_flushed_total",
-                 'cambist_deployments{state="ready"}', 'cambist_endpoints{healthy="true"}'):
+                 'cambist_deployments{state="ready"}', 'cambist_endpoints{healthy="true"}',
+                 'cambist_route_attempts_total{'):
         assert name in text, name

@@ -9,13 +9,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cambist.api.context import ControlPlane
 from cambist.app.events import EventBuffer
+from cambist.app.metrics import RouteCounts
 from cambist.config import Settings
 from cambist.deploy import DeployController, HealthProbe, LeaseDesk, LeaseSync, MarketFeed, Records
 from cambist.deploy.health import engine_in_flight
@@ -63,6 +64,7 @@ class Exchange:
     flusher: OutboxFlusher
     events: EventLog
     buffer: EventBuffer
+    route_counts: RouteCounts
     routes: RoutingTable
     gateway: GatewayDeps
     loops: list[Loop] = field(default_factory=list)
@@ -110,6 +112,12 @@ async def open_exchange(settings: Settings, role: Role = "up",
     await wallet.load()
     events = EventLog(db)
     buffer = EventBuffer(events)
+    route_counts = RouteCounts()
+
+    def on_route(row: dict[str, Any]) -> None:
+        buffer.add(row)
+        route_counts.add(row)
+
     # External upstreams from config: rows with stable ids, keys read from the
     # environment here (by variable name, once per routing swap), never stored.
     declared = [e for u in settings.upstreams for e in u.endpoints(clock.now())]
@@ -122,10 +130,11 @@ async def open_exchange(settings: Settings, role: Role = "up",
                                   declared_price_markup=settings.markup)
     gateway = GatewayDeps(authenticator=keyring, prices=prices, wallet=wallet, routes=routes,
                           clock=clock, http=http, settings=gw_settings,
-                          plans=settings.plan_book(), on_event=buffer.add)
+                          plans=settings.plan_book(), on_event=on_route)
     ex = Exchange(settings=settings, role=role, clock=clock, db=db, http=http, keyring=keyring,
                   journal=journal, prices=prices, wallet=wallet, outbox=outbox, flusher=flusher,
-                  events=events, buffer=buffer, routes=routes, gateway=gateway)
+                  events=events, buffer=buffer, route_counts=route_counts, routes=routes,
+                  gateway=gateway)
     ex.loops = [refresh, KeyringRefresh(keyring), PriceBookRefresh(prices), flusher,
                 WalletRefresh(wallet), buffer]
     if role == "up":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,7 +23,20 @@ from cambist.domain.offer import OfferQuery
 if TYPE_CHECKING:
     from cambist.app.exchange import Exchange
 
-__all__ = ["MetricsSnapshot", "metrics_route"]
+__all__ = ["MetricsSnapshot", "RouteCounts", "metrics_route"]
+
+
+class RouteCounts:
+    """Counts the gateway's routing attempts by model, endpoint, supplier and
+    outcome (``ok`` or the failure reason), from its routing-decision events."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, str, str]] = Counter()
+
+    def add(self, row: dict[str, Any]) -> None:
+        d = row.get("data") or {}
+        self.counts[(str(d.get("model")), str(d.get("endpoint")), str(d.get("supplier")),
+                     str(d.get("outcome")))] += 1
 
 
 class MetricsSnapshot:
@@ -68,6 +81,12 @@ class _ExchangeCollector(Collector):
             healthy.add_metric([str(flag).lower()], counts[flag])
         yield inflight
         yield healthy
+        attempts = CounterMetricFamily(
+            "cambist_route_attempts", "Routing attempts by model, endpoint and outcome.",
+            labels=["model", "endpoint", "supplier", "outcome"])
+        for labels, n in sorted(ex.route_counts.counts.items()):
+            attempts.add_metric(list(labels), n)
+        yield attempts
         yield GaugeMetricFamily("cambist_outbox_backlog_bytes",
                                 "Usage bytes appended but not yet committed (flush lag).",
                                 value=ex.flusher.backlog_bytes())
