@@ -167,6 +167,9 @@ def test_stop_and_restart_reuses_everything(tmp_path: Path) -> None:
         _wait(lambda: _deployment(ex2, "keep")["state"] == "ready", 60, "relaunch after restart")
         with httpx.Client(base_url=ex2.base_url, timeout=30,
                           headers={"authorization": f"Bearer {conn['demo_key']}"}) as c:
+            # The gateway picks new endpoints up within its routing refresh interval.
+            _wait(lambda: any(m["id"] == "qwen2.5-7b" for m in c.get("/v1/models").json()["data"]),
+                  10, "the relaunched endpoint in the routing table")
             resp = c.post("/v1/chat/completions", json={
                 "model": "qwen2.5-7b", "messages": [{"role": "user", "content": "back?"}]})
             assert resp.status_code == 200, resp.text

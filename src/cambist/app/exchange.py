@@ -138,7 +138,7 @@ async def open_exchange(settings: Settings, role: Role = "up",
     ex.loops = [refresh, KeyringRefresh(keyring), PriceBookRefresh(prices), flusher,
                 WalletRefresh(wallet), buffer]
     if role == "up":
-        ex.control, feed = await _control_plane(ex)
+        ex.control, feed = await _control_plane(ex, refresh)
         ex.loops += [ex.control.controller, feed, LeaseSync(ex.control.desk),
                      HealthProbe(ex.control.records, ex.control.controller, http,
                                  interval_s=settings.health_interval_s)]
@@ -148,7 +148,8 @@ async def open_exchange(settings: Settings, role: Role = "up",
     return ex
 
 
-async def _control_plane(ex: Exchange) -> tuple[ControlPlane, MarketFeed]:
+async def _control_plane(ex: Exchange, refresh: RoutingRefresh) \
+        -> tuple[ControlPlane, MarketFeed]:
     s = ex.settings
     registry = build_default_registry(
         s.home / "suppliers", seed=s.seed, provision_delay_s=s.provision_delay_s,
@@ -166,7 +167,8 @@ async def _control_plane(ex: Exchange) -> tuple[ControlPlane, MarketFeed]:
     controller = DeployController(records=records, desk=desk, perf=perf, events=ex.events,
                                   clock=ex.clock, time_scale=s.engine_time_scale,
                                   interval_s=s.reconcile_interval_s,
-                                  in_flight=partial(engine_in_flight, ex.http))
+                                  in_flight=partial(engine_in_flight, ex.http),
+                                  endpoints_changed=lambda: refresh.step(ex.clock.now()))
     await recover(records, controller, s.home / "suppliers", ex.http, ex.clock.now())
     cp = ControlPlane(clock=ex.clock, db=ex.db, book=book, desk=desk, controller=controller,
                       records=records, perf=perf, events=ex.events, auth=ex.keyring,

@@ -55,7 +55,8 @@ class DeployController:
     def __init__(self, *, records: Records, desk: LeaseDesk, perf: PerfModel, events: EventLog,
                  clock: Clock, time_scale: float = 1.0, interval_s: float = 0.5,
                  retry_backoff_s: float = 3.0, drain_timeout_s: float = 30.0,
-                 in_flight: InFlight | None = None) -> None:
+                 in_flight: InFlight | None = None,
+                 endpoints_changed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.records, self.desk, self.perf = records, desk, perf
         self.events, self.clock = events, clock
         self.time_scale = time_scale
@@ -63,6 +64,9 @@ class DeployController:
         self.retry_backoff_s = retry_backoff_s
         self.drain_timeout_s = drain_timeout_s
         self.in_flight = in_flight
+        # Lets the in-process gateway swap its routing table at once, so a
+        # replica is routable before its deployment reports ready.
+        self.endpoints_changed = endpoints_changed
         self._drain_started: dict[str, float] = {}
         self.engines: dict[str, tuple[str, EngineHandle]] = {}  # replica id -> (supplier, handle)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -119,6 +123,7 @@ class DeployController:
         for rep in await self.records.replicas(name):
             if rep.endpoint_id:
                 await self.records.remove_endpoint(rep.endpoint_id, self.clock.now())
+        await self._endpoints_changed()
         await self._event(name, "draining")
         return replace(dep, state=DeploymentState.DRAINING)
 
@@ -214,6 +219,7 @@ class DeployController:
             capacity_tok_s=est.throughput_tok_s, max_concurrency=max(1, est.max_batch),
             context_length=model.context_length, created_at=self.clock.now())
         await self.records.insert_endpoint(ep)
+        await self._endpoints_changed()
         await self._save(replace(rep, state=ReplicaState.HEALTHY, endpoint_id=ep.id,
                                  detail=f"serving at {handle.url}"))
         await self._event(dep.name, "healthy", replica=rep.id, endpoint=ep.id, url=handle.url)
@@ -233,9 +239,14 @@ class DeployController:
                 assert dep is not None
                 await self._fail(dep, rep, why)
 
+    async def _endpoints_changed(self) -> None:
+        if self.endpoints_changed is not None:
+            await self.endpoints_changed()
+
     async def _teardown(self, rep: Replica) -> None:
         if rep.endpoint_id:
             await self.records.remove_endpoint(rep.endpoint_id, self.clock.now())
+            await self._endpoints_changed()
         eng = self.engines.pop(rep.id, None)
         if eng is not None:
             supplier, handle = eng
