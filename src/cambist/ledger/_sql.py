@@ -21,4 +21,5 @@ def insert_ignore(conn: AsyncConnection, table: Table, conflict: Sequence[str]) 
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
-    raise NotImplementedError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
+    raise ValueError(f"the ledger supports SQLite and PostgreSQL databases, not {dialect}; "
+                     "set CAMBIST_DATABASE_URL to one of them")
