@@ -81,6 +81,9 @@ class UpstreamConfig:
     supported_parameters: frozenset[str] | None = None
     max_concurrency: int = 64
     context_length: int = 0
+    stream_idle_timeout_s: float | None = None
+    """Longest gap between two reads of a stream from this upstream (None: the
+    gateway's ``stream_idle_timeout_s``)."""
 
     def endpoints(self, now: float) -> list[Endpoint]:
         """One ``external`` endpoint per model, with stable ids (name + model)."""
@@ -136,6 +139,25 @@ class Settings:
     """(tenant id, plan name) pairs, from the ``tenant_plans`` table."""
     default_plan: str = DEFAULT_PLAN
     """The plan of every tenant ``tenant_plans`` does not name."""
+    redis_url: str = ""
+    """``redis://...``: rate-limit counters and credit reservations shared by every
+    gateway process through Redis (``docs/SCALE.md``); empty keeps them per process."""
+    redis_prefix: str = "cambist"
+    """Prefix of every Redis key, so several exchanges can share one Redis."""
+    limit_slack_fraction: float = 0.02
+    """Shared limits: the part of a per-minute limit one process may take before
+    Redis confirms it (at least one request); see the bound in ``docs/SCALE.md``."""
+    credit_slack: Decimal = Decimal("0.50")
+    """Shared credit: dollars one process may reserve per tenant before Redis
+    confirms them (one reservation at least); see the bound in ``docs/SCALE.md``."""
+    leader_retry_s: float = 1.0
+    """On PostgreSQL, how often a follower tries to become the leader."""
+    stream_idle_timeout_s: float = 300.0
+    """Longest gap between two reads of an upstream stream (reasoning models can
+    think for minutes); a ``[[upstreams]]`` entry may set its own."""
+    ttft_slo_ms: float = 0.0
+    """With a positive value, endpoints whose TTFT p90 misses it rank after every
+    endpoint that meets it; 0 turns the SLO off."""
 
     def plan_book(self) -> PlanBook:
         """Which plan each tenant is on."""
@@ -167,6 +189,13 @@ _ENV_KEYS = {
     "CAMBIST_LOCAL_ENGINE_COMMAND": "local_engine_command",
     "CAMBIST_LOG_LEVEL": "log_level",
     "CAMBIST_RETRY_BUDGET_S": "retry_budget_s",
+    "CAMBIST_REDIS_URL": "redis_url",
+    "CAMBIST_REDIS_PREFIX": "redis_prefix",
+    "CAMBIST_LIMIT_SLACK_FRACTION": "limit_slack_fraction",
+    "CAMBIST_CREDIT_SLACK": "credit_slack",
+    "CAMBIST_LEADER_RETRY_S": "leader_retry_s",
+    "CAMBIST_STREAM_IDLE_TIMEOUT_S": "stream_idle_timeout_s",
+    "CAMBIST_TTFT_SLO_MS": "ttft_slo_ms",
 }
 
 
@@ -231,6 +260,15 @@ def _upstream_models(raw: Mapping[str, Any], where: str) -> tuple[UpstreamModel,
     return tuple(out)
 
 
+def _positive_or_none(raw: Any, where: str) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+        raise ConfigError(f"setting 'upstreams': {where}.stream_idle_timeout_s must be a "
+                          "positive number of seconds")
+    return float(raw)
+
+
 def _upstreams(raw: Any) -> tuple[UpstreamConfig, ...]:
     if not isinstance(raw, list):
         raise ConfigError("setting 'upstreams': use [[upstreams]] tables")
@@ -260,7 +298,9 @@ def _upstreams(raw: Any) -> tuple[UpstreamConfig, ...]:
                 zdr=bool(item.get("zdr", False)), data_collection=policy,
                 supported_parameters=frozenset(map(str, params)) if params is not None else None,
                 max_concurrency=int(item.get("max_concurrency", 64)),
-                context_length=int(item.get("context_length", 0))))
+                context_length=int(item.get("context_length", 0)),
+                stream_idle_timeout_s=_positive_or_none(item.get("stream_idle_timeout_s"),
+                                                        where)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"setting 'upstreams': {where} ({exc})") from None
     names = [u.name for u in out]
@@ -283,6 +323,23 @@ def _tenant_plans(raw: Any) -> tuple[tuple[str, str], ...]:
         raise ConfigError('setting \'tenant_plans\': use a table, tenant_plans = '
                           '{ten_acme = "max"}')
     return tuple((str(k), v) for k, v in raw.items())
+
+
+def _check_scale(s: Settings) -> None:
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("setting 'redis_url': use redis://HOST:PORT/DB (or rediss://, unix://)")
+    if not 0 < s.limit_slack_fraction <= 1:
+        raise ConfigError("setting 'limit_slack_fraction': a fraction in (0, 1]")
+    if not s.credit_slack.is_finite() or s.credit_slack < 0:
+        raise ConfigError("setting 'credit_slack': a non-negative amount of dollars")
+    if not s.leader_retry_s > 0:
+        raise ConfigError("setting 'leader_retry_s': a positive number of seconds")
+    if not s.stream_idle_timeout_s > 0:
+        raise ConfigError("setting 'stream_idle_timeout_s': a positive number of seconds")
+    if s.ttft_slo_ms < 0:
+        raise ConfigError("setting 'ttft_slo_ms': milliseconds, 0 to turn it off")
+    if not s.redis_prefix or any(c.isspace() for c in s.redis_prefix):
+        raise ConfigError("setting 'redis_prefix': a non-empty word")
 
 
 def load_settings(
@@ -321,6 +378,7 @@ def load_settings(
         else:
             changes[name] = _coerce(name, value, getattr(s, name))
     out = replace(s, **changes)
+    _check_scale(out)
     try:
         out.plan_book()
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,29 @@ class ExchangeProcess:
         self.proc.kill()
         self.proc.wait()
         self._log.close()
+
+
+@contextlib.contextmanager
+def reference_engine(served: str, *extra: str, model: str = "qwen2.5-7b",
+                     sku: str = "L4-24GB", time_scale: float = 0.05) -> Iterator[str]:
+    """A reference engine process on a free port serving ``model`` as ``served``;
+    yields its ``/v1`` base URL and stops it at the end."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cambist.engine", "--model", model, "--sku", sku,
+         "--port", "0", "--time-scale", str(time_scale), "--served-name", served, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("CAMBIST_ENGINE_READY "), line + (
+            proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
+        ready = json.loads(line.split(" ", 1)[1])
+        assert ready["pid"] == proc.pid
+        yield f"http://127.0.0.1:{ready['port']}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -5,8 +5,6 @@ remove it; only admin keys may register or remove; bad URLs are refused."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.exchange_process import ExchangeProcess
+from tests.e2e.exchange_process import ExchangeProcess, reference_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -24,26 +22,8 @@ SERVED = "e2e-local-qwen"  # a name the price list does not know
 @pytest.fixture
 def engine_url() -> Iterator[str]:
     """A reference engine on a free port, stopped at the end."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cambist.engine", "--model", "qwen2.5-7b", "--sku", "L4-24GB",
-         "--port", "0", "--time-scale", "0.05", "--served-name", SERVED],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("CAMBIST_ENGINE_READY "), line + (proc.stderr.read()
-                                                                 if proc.stderr else "")
-        ready = json.loads(line.split(" ", 1)[1])
-        assert ready["pid"] == proc.pid
-        yield f"http://127.0.0.1:{ready['port']}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
+    with reference_engine(SERVED) as url:
+        yield url
 
 def _wait_for_model(client: httpx.Client, model: str, present: bool = True) -> dict | None:
     deadline = time.monotonic() + 15

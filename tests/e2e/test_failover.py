@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from cambist.domain.tokens import count_text_tokens
@@ -25,6 +26,11 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _listening_ports(pid: int) -> set[int]:
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
 
 
 def _wait(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -184,6 +190,8 @@ def test_kill9_during_deploy_is_reconciled(tmp_path: Path) -> None:
     _wait(lambda: any(rep["state"] in ("launching", "healthy")
                       for rep in _deployment(ex, "crash")["replica_details"]), 30,
           "a replica to reach its lease")
+    for rec in ex.engine_records():  # engines outlive a crash: they must not hold our port
+        assert ex.port not in _listening_ports(rec["pid"]), f"engine {rec['pid']} holds it"
     ex.kill9()
     ex2 = ExchangeProcess(tmp_path / "home", port=ex.port).start()
     try:

@@ -56,7 +56,7 @@ from tests.e2e.exchange_process import ExchangeProcess
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 8
 """Per operation, per generation mode, per key."""
 
 _BODY_ONLY_INVALID: dict[tuple[str, str], type[BaseModel]] = {

@@ -88,6 +88,7 @@ class Harness:
     def __init__(
         self, stack: contextlib.AsyncExitStack, settings: GatewaySettings, *, in_process: bool,
         home: Path | None = None, plans: PlanBook | None = None,
+        idle_timeouts: dict[str, float] | None = None,
     ) -> None:
         self.plans = plans or PlanBook()
         self.stack = stack
@@ -102,7 +103,8 @@ class Harness:
         self.price = self.prices.set(MODEL, "0.20", "0.80")
         self.wallet = FakeWallet({TENANT: Decimal("10")})
         self.secret, self.principal = self.auth.issue(TENANT)
-        self.table = RoutingTable(self.clock, credentials=self.secrets.get)
+        self.table = RoutingTable(self.clock, credentials=self.secrets.get,
+                                  stream_idle_timeouts=idle_timeouts)
         self.endpoints: list[Endpoint] = []
         self.events: list[dict[str, Any]] = []
         self.settings = settings
@@ -118,6 +120,7 @@ class Harness:
             on_event=self.events.append,
         )
         self.deps = deps
+        self.stack.push_async_callback(deps.upstream.aclose)
         self.app = create_gateway_app(deps)
         if self.in_process:
             self.url = "http://gateway.test"
@@ -223,6 +226,12 @@ class Harness:
 
 
 @pytest.fixture
+def idle_timeouts() -> dict[str, float]:
+    """Per-upstream stream idle timeouts of the ``gw`` harness's routing table."""
+    return {}
+
+
+@pytest.fixture
 def settings() -> GatewaySettings:
     return GatewaySettings(upstream_connect_timeout_s=2.0, upstream_read_timeout_s=5.0)
 
@@ -234,11 +243,12 @@ def plans() -> PlanBook:
 
 
 @pytest.fixture
-async def gw(settings: GatewaySettings, plans: PlanBook, tmp_path: Path
-             ) -> AsyncIterator[Harness]:
+async def gw(settings: GatewaySettings, plans: PlanBook, tmp_path: Path,
+             idle_timeouts: dict[str, float]) -> AsyncIterator[Harness]:
     """The gateway served by uvicorn on a loopback port."""
     async with contextlib.AsyncExitStack() as stack:
-        harness = Harness(stack, settings, in_process=False, home=tmp_path, plans=plans)
+        harness = Harness(stack, settings, in_process=False, home=tmp_path, plans=plans,
+                          idle_timeouts=idle_timeouts)
         await harness.start()
         yield harness
 

@@ -5,7 +5,8 @@ honours ``stream`` and ``stream_options.include_usage``, counts tokens with
 Cambist's rule, and can be told to fail: return an HTTP status (optionally
 with ``Retry-After``), die after a number of streamed chunks, pause between
 chunks, or wait on a gate. It records everything it receives: raw bodies,
-parsed bodies and headers. Given an ``api_key`` it answers 401 to requests
+parsed bodies and headers, and counts the streams it was cut off from; it can
+serve a Prometheus ``/metrics`` page. Given an ``api_key`` it answers 401 to requests
 without ``Authorization: Bearer <api_key>``, like a hosted provider.
 """
 
@@ -49,12 +50,17 @@ class FakeUpstream:
         self.received: list[dict[str, Any]] = []
         self.received_raw: list[bytes] = []
         self.received_headers: list[list[tuple[str, str]]] = []
+        self.streams_abandoned = 0
+        """Streams that stopped before their end (the gateway went away)."""
+        self.metrics_text: str | None = None
+        """What ``GET /metrics`` answers (404 while ``None``)."""
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
         ])
 
     @property
@@ -91,6 +97,11 @@ class FakeUpstream:
 
     async def _health(self, request: Request) -> Response:
         return Response(b"", 200)
+
+    async def _metrics(self, request: Request) -> Response:
+        if self.metrics_text is None:
+            return Response(b"", 404)
+        return Response(self.metrics_text.encode(), media_type="text/plain")
 
     async def _begin(self, request: Request) -> tuple[dict[str, Any], Response | None]:
         raw = await request.body()
@@ -166,6 +177,16 @@ class FakeUpstream:
         )
 
     async def _events(
+        self, model: str, prompt: int, chat: bool, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for event in self._event_stream(model, prompt, chat, include_usage):
+                yield event
+        except (GeneratorExit, asyncio.CancelledError):
+            self.streams_abandoned += 1
+            raise
+
+    async def _event_stream(
         self, model: str, prompt: int, chat: bool, include_usage: bool
     ) -> AsyncIterator[bytes]:
         kind = "chat.completion.chunk" if chat else "text_completion"

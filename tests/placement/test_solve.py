@@ -133,7 +133,7 @@ def test_both_solvers_honour_every_constraint(problem: tuple) -> None:
 @given(problem=problem_st(max_workloads=1))
 def test_heuristic_within_two_percent_on_one_workload(problem: tuple) -> None:
     demand, offers, tiers = problem
-    m = solve(demand, offers, Policy(solver="milp", supplier_tiers=tiers))
+    m = solve(demand, offers, Policy(solver="milp", supplier_tiers=tiers, mip_rel_gap=1e-6))
     h = solve(demand, offers, Policy(solver="heuristic", supplier_tiers=tiers))
     if m.status == PlanStatus.OPTIMAL:
         assert h.status == PlanStatus.FEASIBLE
@@ -156,21 +156,23 @@ def _random_problem(seed: int) -> tuple[list[WorkloadDemand], list[Offer]]:
 
 def test_heuristic_gap_distribution_on_several_workloads() -> None:
     """With workloads competing for the same units the heuristic is not always within
-    2%: measured over 276 such instances (2-6 workloads, 10-60 offers), 96% were
-    within 2%, the mean gap was 0.23% and the worst 11.9%. This holds it to that
-    distribution on a fixed corpus."""
+    2%: measured over 166 such instances (seeds 0-199 solved to optimality), 99% were
+    within 2%, the mean gap was 0.05% and the worst 4.7% (before the grouped LP start
+    and anchored starts: 96%, 0.23%, 11.9%). On this fixed corpus every one is within
+    2%; the bounds leave room for one miss. (Twenty seeds keep the suite fast;
+    ``bench/placement.py`` measures the full distribution.)"""
     gaps = []
-    for seed in range(40):
+    for seed in range(20):
         demand, offers = _random_problem(seed)
-        m = solve(demand, offers, Policy(solver="milp"))
+        m = solve(demand, offers, Policy(solver="milp", mip_rel_gap=1e-4))
         if m.status != PlanStatus.OPTIMAL or not m.total_per_hour:
             continue
         h = solve(demand, offers, Policy(solver="heuristic"))
         assert h.status == PlanStatus.FEASIBLE
         gaps.append(float(h.total_per_hour / m.total_per_hour) - 1)
-    assert len(gaps) >= 30
-    assert sum(g > 0.02 for g in gaps) <= 0.1 * len(gaps)
-    assert sum(gaps) / len(gaps) <= 0.01 and max(gaps) <= 0.15
+    assert len(gaps) >= 12
+    assert sum(g > 0.02 for g in gaps) <= 1
+    assert sum(gaps) / len(gaps) <= 0.003 and max(gaps) <= 0.05
 
 
 def test_solve_is_pure_and_deterministic() -> None:
@@ -216,3 +218,5 @@ def test_auto_uses_the_milp_and_reports_a_bound() -> None:
     plan = solve(demand, offers)
     assert plan.solver == "milp" and plan.lower_bound_per_hour is not None
     assert plan.solve_time_s > 0
+    assert plan.gap is not None and 0 <= plan.gap <= Policy().mip_rel_gap + 1e-9
+    assert plan.gap == float(plan.total_per_hour / plan.lower_bound_per_hour) - 1

@@ -13,6 +13,7 @@ from cambist.deploy.leasing import LeaseDesk
 from cambist.deploy.records import Records
 from cambist.domain.billing import Authenticator, PriceList
 from cambist.domain.clock import Clock
+from cambist.gateway.attestation import AttestationProbe
 from cambist.market.book import OfferBook
 from cambist.perf.model import PerfModel
 from cambist.store.events import EventLog
@@ -50,3 +51,5 @@ class ControlPlane:
     wallet: WalletView
     prices: PriceList
     price_book: Any
+    attestation: AttestationProbe | None = None
+    """Verifies attesting endpoints (the confidential tier); None where not run."""

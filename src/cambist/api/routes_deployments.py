@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from cambist.api.auth import (
@@ -17,9 +17,11 @@ from cambist.api.auth import (
 )
 from cambist.api.context import ControlPlane
 from cambist.api.serialize import deployment_json
+from cambist.deploy.spec import DeploySpec
 from cambist.domain.billing import Principal
 from cambist.domain.deployment import Deployment
-from cambist.domain.errors import NotFound
+from cambist.domain.errors import InvalidRequest, NotFound
+from cambist.domain.events import EventKind
 from cambist.domain.models import MODEL_CATALOG
 from cambist.domain.money import quantize_usd
 
@@ -35,6 +37,23 @@ class DeployBody(BaseModel):
     name: str | None = Field(default=None, max_length=63)
     tenant: str | None = None
     client_token: str | None = Field(default=None, max_length=128)
+    tokens_per_s: float | None = Field(default=None, gt=0, le=1e8)
+    ttft_ms: float | None = Field(default=None, gt=0, le=1e6)
+    regions: list[str] = Field(default_factory=list, max_length=32)
+    max_supplier_share: float = Field(default=1.0, gt=0, le=1)
+    spot: bool = True
+    min_replicas: int = Field(default=1, ge=1, le=64)
+    max_replicas: int | None = Field(default=None, ge=1, le=64)
+
+    def spec(self) -> DeploySpec:
+        """The placement spec; a contradiction is a clear 400."""
+        try:
+            return DeploySpec(tokens_per_s=self.tokens_per_s, ttft_ms=self.ttft_ms,
+                              regions=tuple(self.regions),
+                              max_supplier_share=self.max_supplier_share, spot=self.spot,
+                              min_replicas=self.min_replicas, max_replicas=self.max_replicas)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="max_replicas") from exc
 
 
 async def _render(cp: ControlPlane, d: Deployment) -> dict:
@@ -49,7 +68,13 @@ async def _render(cp: ControlPlane, d: Deployment) -> dict:
             est = cp.perf.estimate(model, lease.sku, lease.gpu_count)
             per_mtok[r.id] = (str(quantize_usd(est.cost_per_mtok(lease.price_per_hour)))
                               if est.fits else None)
-    return deployment_json(d, reps, leases, eps, per_mtok)
+    out = deployment_json(d, reps, leases, eps, per_mtok)
+    spec = DeploySpec.from_json(await cp.records.deployment_spec(d.name))
+    out["spec"] = {"tokens_per_s": spec.tokens_per_s, "ttft_ms": spec.ttft_ms,
+                   "regions": list(spec.regions), "max_supplier_share": spec.max_supplier_share,
+                   "spot": spec.spot, "min_replicas": spec.min_replicas,
+                   "max_replicas": spec.max_replicas}
+    return out
 
 
 @router.post("", status_code=201)
@@ -60,7 +85,8 @@ async def deploy(body: DeployBody, cp: Annotated[ControlPlane, Depends(control_p
     owner = resolve_tenant(p, body.tenant)
     d = await cp.controller.create(body.model, replicas=body.replicas, owner=owner,
                                    max_price_per_mtok=body.max_price_per_mtok,
-                                   client_token=body.client_token, name=body.name)
+                                   client_token=body.client_token, name=body.name,
+                                   spec=body.spec())
     return await _render(cp, d)
 
 
@@ -86,6 +112,28 @@ async def get_deployment(name: str, cp: Annotated[ControlPlane, Depends(control_
         raise NotFound(f"no deployment {name!r}; see 'cambist deployments'", param="name")
     authorize_owner(p, d.owner)
     return await _render(cp, d)
+
+
+DEPLOY_EVENTS = (EventKind.DEPLOY_STEP, EventKind.DEPLOY_MOVED, EventKind.DEPLOY_SCALED)
+
+
+@router.get("/{name}/events")
+async def deployment_events(name: str, cp: Annotated[ControlPlane, Depends(control_plane)],
+                            p: Annotated[Principal, Depends(principal)],
+                            limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict:
+    """The deployment's events, oldest first: steps, moves (with their expected
+    saving) and scaling."""
+    d = await cp.records.deployment(name)
+    if d is None:
+        raise NotFound(f"no deployment {name!r}; see 'cambist deployments'", param="name")
+    authorize_owner(p, d.owner)
+    rows = []
+    for kind in DEPLOY_EVENTS:
+        rows += [r for r in await cp.events.read(kind=kind, latest=True, limit=5000)
+                 if r["subject"] == name and r["kind"] == kind]
+    rows.sort(key=lambda r: (r["ts"], r["id"]))
+    return {"object": "list", "data": [
+        {"ts": r["ts"], "kind": r["kind"], "data": r["data"]} for r in rows[-limit:]]}
 
 
 @router.delete("/{name}")

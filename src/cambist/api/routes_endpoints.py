@@ -23,6 +23,7 @@ from cambist.domain.billing import Principal
 from cambist.domain.endpoint import Endpoint, is_env_var_name, normalize_upstream_url
 from cambist.domain.errors import Conflict, InvalidRequest, PermissionDenied
 from cambist.domain.ids import new_id
+from cambist.gateway.attestation import verified_until
 from cambist.gateway.probe import probe_endpoint
 from cambist.gateway.registry import (
     find_endpoint,
@@ -30,6 +31,7 @@ from cambist.gateway.registry import (
     list_endpoints,
     remove_endpoint,
 )
+from cambist.store.attestations import AttestationRecords
 
 __all__ = ["router"]
 
@@ -51,6 +53,23 @@ class RegisterBody(BaseModel):
     tenant: str | None = Field(default=None, max_length=64)
     context_length: int = Field(default=0, ge=0)
     max_concurrency: int = Field(default=64, ge=1, le=100_000)
+    attestation: str | None = Field(default=None, min_length=1, max_length=64)
+    """Evidence format the server attests with (e.g. ``cambist-selfsigned-v1``):
+    it joins the confidential tier once a check verifies."""
+
+
+class RevokeBody(BaseModel):
+    """Why an endpoint's attestation is being revoked."""
+
+    reason: str = Field(default="revoked by an operator", min_length=1, max_length=200)
+
+
+def _attestation_json(row: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"format": row["format"], "status": row["status"], "reason": row["reason"],
+            "checked_at": row["checked_at"], "expires_at": row["expires_at"],
+            "confidential": bool(verified_until({"_": row}, now))}
 
 
 def _json(e: Endpoint, admin: bool) -> dict[str, Any]:
@@ -85,7 +104,11 @@ async def endpoints(cp: Annotated[ControlPlane, Depends(control_plane)],
     eps = await list_endpoints(cp.db)
     if not p.is_admin:
         eps = [e for e in eps if e.owner in (None, p.tenant_id)]
-    return {"object": "list", "data": [_json(e, p.is_admin) for e in eps]}
+    claims = await AttestationRecords(cp.db).all()
+    now = cp.clock.now()
+    return {"object": "list", "data": [
+        {**_json(e, p.is_admin), "attestation": _attestation_json(claims.get(e.id), now)}
+        for e in eps]}
 
 
 @router.post("", status_code=201)
@@ -105,7 +128,20 @@ async def register(body: RegisterBody, cp: Annotated[ControlPlane, Depends(contr
         quantization=body.quantization.lower() if body.quantization else None,
     )
     await insert_local_endpoint(cp.db, ep)
-    return _json(ep, admin=True)
+    out = _json(ep, admin=True)
+    if body.attestation is not None:
+        out["attestation"] = await _claim(cp, ep.id, body.attestation)
+    return out
+
+
+async def _claim(cp: ControlPlane, endpoint_id: str, fmt: str) -> dict[str, Any] | None:
+    """Record the claim and, where this process verifies, check it at once so the
+    caller learns the verdict (or its reason) now, not at the next probe."""
+    records = AttestationRecords(cp.db)
+    await records.claim(endpoint_id, fmt)
+    if cp.attestation is not None:
+        await cp.attestation.verify_now(endpoint_id, cp.clock.now())
+    return _attestation_json((await records.all()).get(endpoint_id), cp.clock.now())
 
 
 @router.get("/{endpoint_id}")
@@ -115,7 +151,9 @@ async def endpoint(endpoint_id: str, cp: Annotated[ControlPlane, Depends(control
     ep = await find_endpoint(cp.db, endpoint_id)
     if not p.is_admin and ep.owner not in (None, p.tenant_id):
         raise PermissionDenied("this endpoint belongs to another owner")
-    return _json(ep, p.is_admin)
+    claims = await AttestationRecords(cp.db).all()
+    return {**_json(ep, p.is_admin),
+            "attestation": _attestation_json(claims.get(ep.id), cp.clock.now())}
 
 
 @router.delete("/{endpoint_id}")
@@ -129,7 +167,44 @@ async def remove(endpoint_id: str, cp: Annotated[ControlPlane, Depends(control_p
         raise Conflict(f"endpoint {endpoint_id} belongs to deployment {ep.deployment}; "
                        "undeploy it instead", param="id")
     await remove_endpoint(cp.db, endpoint_id, cp.clock.now())
+    await AttestationRecords(cp.db).forget(endpoint_id)
     return {"id": endpoint_id, "removed": True}
+
+
+class ClaimBody(BaseModel):
+    """The evidence format an endpoint attests with."""
+
+    format: str = Field(min_length=1, max_length=64)
+
+
+@router.post("/{endpoint_id}/attestation")
+async def claim_attestation(endpoint_id: str, body: ClaimBody,
+                            cp: Annotated[ControlPlane, Depends(control_plane)],
+                            p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Declare that an endpoint attests in ``format`` (admin only); it joins the
+    confidential tier once the attestation probe verifies its evidence. Claiming
+    again clears a revocation."""
+    require_admin(p)
+    await find_endpoint(cp.db, endpoint_id)
+    return {"id": endpoint_id, "attestation": await _claim(cp, endpoint_id, body.format)}
+
+
+@router.post("/{endpoint_id}/attestation/revoke")
+async def revoke_attestation(endpoint_id: str, body: RevokeBody,
+                             cp: Annotated[ControlPlane, Depends(control_plane)],
+                             p: Annotated[Principal, Depends(principal)]) -> dict:
+    """Take an endpoint out of the confidential tier now (admin only). It stays
+    out, unchecked, until an admin claims attestation for it again."""
+    require_admin(p)
+    await find_endpoint(cp.db, endpoint_id)
+    records = AttestationRecords(cp.db)
+    if not await records.revoke(endpoint_id, body.reason, cp.clock.now()):
+        raise Conflict(f"endpoint {endpoint_id} does not attest", param="id")
+    if cp.attestation is not None:
+        await cp.attestation.pool_changed()
+    claims = await records.all()
+    return {"id": endpoint_id,
+            "attestation": _attestation_json(claims.get(endpoint_id), cp.clock.now())}
 
 
 @router.post("/{endpoint_id}/probe")

@@ -30,7 +30,9 @@ from cambist.api.auth import (
     resolve_tenant,
 )
 from cambist.api.context import ControlPlane
+from cambist.api.routes_privacy import tiers_json
 from cambist.domain.billing import Principal
+from cambist.domain.endpoint import parse_tier_list
 from cambist.domain.errors import NotFound, PermissionDenied
 from cambist.ledger.idempotency import IdempotencyStore, IdempotentCall
 
@@ -51,6 +53,8 @@ class KeyBody(BaseModel):
                                                          "tenant keys act for their own).")
     scope: Literal["admin", "tenant-admin", "inference"] = "inference"
     name: str = Field(default="", max_length=128)
+    privacy_tiers: list[str] | None = Field(
+        default=None, max_length=4, description="Privacy tiers the key may use (null: any).")
     idempotency_key: str | None = _IdempotencyField
 
 
@@ -67,7 +71,8 @@ def finish_idempotent(response: Response, replayed: bool) -> None:
 def _key_json(info: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
     out = {"object": "api_key", "id": info["id"], "tenant_id": info["tenant_id"],
            "scope": info["scope"], "name": info["name"], "prefix": info["prefix"],
-           "created_at": info["created_at"], "revoked_at": info["revoked_at"]}
+           "created_at": info["created_at"], "revoked_at": info["revoked_at"],
+           "privacy_tiers": tiers_json(info.get("privacy_tiers"))}
     if "rotated_from" in info:
         out["rotated_from"] = info["rotated_from"]
     if secret is not None:
@@ -104,12 +109,15 @@ async def create_key(body: KeyBody, response: Response,
     tenant = resolve_tenant(p, body.tenant)
     call = IdempotentCall.resolve(p.key_id, idempotency_key, body.idempotency_key,
                                   {"op": "keys.create", "tenant": tenant, "scope": body.scope,
-                                   "name": body.name})
+                                   "name": body.name, "privacy_tiers": body.privacy_tiers})
+    tiers = (None if body.privacy_tiers is None
+             else parse_tier_list(",".join(body.privacy_tiers)) or frozenset())
     fresh: list[str] = []
 
     async def act(conn: Any) -> dict:
         kid, secret = await cp.keyring.create_key(tenant, body.scope, body.name, conn=conn,
-                                                  seed=call.seed if call else None)
+                                                  seed=call.seed if call else None,
+                                                  privacy_tiers=tiers)
         fresh.append(secret)
         info: dict = await cp.keyring.key_info(kid, conn=conn)
         return info

@@ -1,15 +1,19 @@
 """``/v1/market/signals`` (gluts and surges) and ``/v1/market/forecast`` (price
 forecasts with bands), computed on request from the market's recent history.
 
-History is rebuilt from the offer event log and the current offer book
-(:func:`cambist.market.replay.replay_bars`): exact for the span the read
-covers. The read is capped at :data:`MAX_EVENTS` offer events; when the cap
-cuts the span short, ``history_from`` in the answer says where it starts.
-Any key may read market data. Money is a string.
+History comes from whichever source reaches further back over the span
+asked for: the stored OHLC rollups (:mod:`cambist.market.bar_series`: 8 days
+of minute bars, every hourly bar, one indexed query), or a replay of the offer
+event log against the current book (:func:`cambist.market.replay.replay_bars`:
+exact, but capped at :data:`MAX_EVENTS` events, about an hour of a live
+market). ``history_from`` in the answer says where the history starts and
+``history_source`` which one was used. Any key may read market data. Money is
+a string.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -20,6 +24,7 @@ from cambist.api.params import Timestamp
 from cambist.domain.billing import Principal
 from cambist.domain.errors import Conflict, InvalidRequest
 from cambist.domain.sku import family_of
+from cambist.market.bar_series import sku_observations
 from cambist.market.forecast import SEASON, forecast_prices
 from cambist.market.replay import replay_bars
 from cambist.market.signals import DetectorConfig, Observation, Signal, detect_market
@@ -36,16 +41,27 @@ _FORECAST_SPAN_S = 28 * _DAY
 _DETECTOR = DetectorConfig()
 
 
-async def _history(cp: ControlPlane, span_s: float, bar_s: float
-                   ) -> tuple[dict[str, list[Observation]], float, float]:
-    """Observations per SKU over the last ``span_s``; (series, covered from, now)."""
+@dataclass(frozen=True, slots=True)
+class _History:
+    series: dict[str, list[Observation]]
+    covered_from: float
+    now: float
+    source: str
+
+
+async def _history(cp: ControlPlane, span_s: float, bar_s: float) -> _History:
+    """Observations per SKU over the last ``span_s`` from the source reaching further."""
     now = cp.clock.now()
     start = now - span_s
+    stored, stored_from = await sku_observations(cp.db, bar_s, start, now)
     rows = await cp.events.read(kind="offer.", since=start, limit=MAX_EVENTS, latest=True)
+    replay_from = start  # an uncapped read holds every event of the span: exact
     if len(rows) >= MAX_EVENTS:
-        start = max(start, float(rows[0]["ts"]))
-    series = replay_bars(cp.book.all_offers(), rows, start=start, now=now, bar_s=bar_s)
-    return series, start, now
+        replay_from = max(start, float(rows[0]["ts"]))
+    if stored and stored_from is not None and stored_from < replay_from:
+        return _History(stored, max(start, stored_from), now, "bars")
+    series = replay_bars(cp.book.all_offers(), rows, start=replay_from, now=now, bar_s=bar_s)
+    return _History(series, replay_from, now, "events")
 
 
 def _matching(keys: list[str], gpu: str | None) -> list[str]:
@@ -79,12 +95,13 @@ async def signals(
         raise InvalidRequest("since is in the future", param="since")
     warmup = (_DETECTOR.lookback + _DETECTOR.min_baseline) * bar_s
     span = min(now - since + warmup, _FORECAST_SPAN_S)
-    series, covered, now = await _history(cp, span, bar_s)
-    keys = _matching(list(series), gpu)
-    found = detect_market({k: series[k] for k in keys}, _DETECTOR)
+    h = await _history(cp, span, bar_s)
+    keys = _matching(list(h.series), gpu)
+    found = detect_market({k: h.series[k] for k in keys}, _DETECTOR)
     data = [_signal_json(s) for s in found if s.end is None or s.end >= since]
-    return {"object": "list", "as_of": now, "bar_s": bar_s, "since": since,
-            "history_from": covered, "skus": keys, "data": data}
+    return {"object": "list", "as_of": h.now, "bar_s": bar_s, "since": since,
+            "history_from": h.covered_from, "history_source": h.source, "skus": keys,
+            "data": data}
 
 
 def _hourly(points: list[Observation]) -> tuple[list[float], list[Any]]:
@@ -108,7 +125,8 @@ async def forecast(
     """The SKU's hourly price index (median on-demand list price per GPU-hour)
     forecast ``horizon`` ahead with 80% and 95% bands (see
     :mod:`cambist.market.forecast`). 409 until 3 days of history exist."""
-    series, covered, now = await _history(cp, _FORECAST_SPAN_S, 3600.0)
+    h = await _history(cp, _FORECAST_SPAN_S, 3600.0)
+    series, covered, now = h.series, h.covered_from, h.now
     keys = _matching(list(series), gpu)
     if not keys:
         raise InvalidRequest(f"no market data for GPU {gpu!r}", param="gpu")
@@ -122,7 +140,7 @@ async def forecast(
     points = forecast_prices(times, prices, _HORIZONS[horizon])
     return {
         "object": "forecast", "sku": keys[0], "horizon": horizon, "as_of": now,
-        "history_from": covered, "history_hours": len(times),
+        "history_from": covered, "history_source": h.source, "history_hours": len(times),
         "data": [{"t": p.t, "price": str(p.price), "lower80": str(p.lower80),
                   "upper80": str(p.upper80), "lower95": str(p.lower95),
                   "upper95": str(p.upper95)} for p in points],

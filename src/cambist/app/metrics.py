@@ -12,18 +12,24 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cambist.domain.offer import OfferQuery
+from cambist.gateway.telemetry import GatewayMetrics, Histogram
 
 if TYPE_CHECKING:
     from cambist.app.exchange import Exchange
 
-__all__ = ["MetricsSnapshot", "RouteCounts", "metrics_route"]
+__all__ = ["MetricsSnapshot", "RouteCounts", "gateway_families", "metrics_route"]
 
 
 class RouteCounts:
@@ -37,6 +43,41 @@ class RouteCounts:
         d = row.get("data") or {}
         self.counts[(str(d.get("model")), str(d.get("endpoint")), str(d.get("supplier")),
                      str(d.get("outcome")))] += 1
+
+
+def _seconds(name: str, doc: str, hists: dict[tuple[str, str], Histogram]
+             ) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=["model", "endpoint"])
+    for (model, endpoint), h in sorted(hists.items()):
+        buckets = [("+Inf" if bound == float("inf") else repr(bound / 1000.0), n)
+                   for bound, n in h.cumulative()]
+        family.add_metric([model, endpoint], buckets, h.total / 1000.0)
+    return family
+
+
+def gateway_families(m: GatewayMetrics) -> Iterator[Metric]:
+    """The gateway's own telemetry (see :class:`GatewayMetrics`), times in seconds."""
+    yield GaugeMetricFamily("cambist_gateway_requests_in_flight",
+                            "Inference requests being served by this process.",
+                            value=m.in_flight)
+    yield _seconds("cambist_gateway_request_duration_seconds",
+                   "Time from a request's arrival to its settlement, by model and endpoint.",
+                   m.duration)
+    yield _seconds("cambist_gateway_ttft_seconds",
+                   "Time from a request's arrival to the upstream's first byte (non-stream) "
+                   "or first event (stream), by model and endpoint.", m.ttft)
+    errors = CounterMetricFamily("cambist_gateway_upstream_errors",
+                                 "Failed upstream attempts and broken streams by cause.",
+                                 labels=["model", "endpoint", "cause"])
+    for labels, n in sorted(m.upstream_errors.items()):
+        errors.add_metric(list(labels), n)
+    yield errors
+    choices = CounterMetricFamily("cambist_gateway_route_choices",
+                                  "Requests served, by the model and endpoint routing chose.",
+                                  labels=["model", "endpoint", "supplier"])
+    for labels, n in sorted(m.route_choices.items()):
+        choices.add_metric(list(labels), n)
+    yield choices
 
 
 class MetricsSnapshot:
@@ -87,6 +128,7 @@ class _ExchangeCollector(Collector):
         for labels, n in sorted(ex.route_counts.counts.items()):
             attempts.add_metric(list(labels), n)
         yield attempts
+        yield from gateway_families(ex.gateway.metrics)
         yield GaugeMetricFamily("cambist_outbox_backlog_bytes",
                                 "Usage bytes appended but not yet committed (flush lag).",
                                 value=ex.flusher.backlog_bytes())

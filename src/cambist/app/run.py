@@ -1,4 +1,6 @@
-"""Running an exchange (``cambist up``) or a gateway alone (``cambist gateway``)."""
+"""Running an exchange (``cambist up``) or a gateway alone (``cambist gateway``,
+``--workers N`` forks N processes that accept on one pre-bound socket:
+:mod:`cambist.app.workers`)."""
 
 from __future__ import annotations
 
@@ -8,28 +10,39 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 from rich.console import Console
 
 from cambist.app.bootstrap import Connection, bootstrap, read_connection
 from cambist.app.exchange import Role, open_exchange
+from cambist.app.guard import header_guard
 from cambist.app.server import create_app
 from cambist.config import Settings
+from cambist.gateway.app import gateway_fast_path
 
-__all__ = ["PortInUse", "banner", "serve"]
+__all__ = ["PortInUse", "banner", "bind", "run", "serve", "setup_logging"]
+
+KEEP_ALIVE_S = 30
+"""An idle keep-alive connection is closed after this long (slow or stuck clients)."""
 
 
 class _Server(uvicorn.Server):
     """uvicorn, but SIGINT/SIGTERM end a clean shutdown with exit code 0 instead
     of being re-raised after it (engines and the outbox are handled in the
-    lifespan)."""
+    lifespan). A worker listens to SIGTERM only: its supervisor relays Ctrl-C."""
+
+    def __init__(self, config: uvicorn.Config,
+                 signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        super().__init__(config)
+        self._signals = signals
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
-        sigs = (signal.SIGINT, signal.SIGTERM)
+        sigs = self._signals
         for sig in sigs:
             loop.add_signal_handler(sig, self.handle_exit, sig, None)
         try:
@@ -43,7 +56,12 @@ class PortInUse(OSError):
     """The requested port is taken."""
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (``TCP_NODELAY``); raises :class:`PortInUse`.
+
+    It stays close-on-exec: gateway workers get it by ``fork``, and an engine
+    started by ``exec`` must not hold it, or the port stays taken after a crash
+    for as long as the (deliberately surviving) engine lives."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit this; without it a response written as
@@ -58,7 +76,6 @@ def _bind(host: str, port: int) -> socket.socket:
                 from None
         raise
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -87,39 +104,66 @@ Try it:
 Ctrl-C stops the exchange and its engines."""
 
 
-async def serve(settings: Settings, role: Role = "up", console: Console | None = None) -> None:
-    """Bind, assemble, bootstrap, print the banner and serve until SIGINT/SIGTERM."""
-    console = console or Console()
+def setup_logging(settings: Settings) -> None:
+    """The log format and level every serving process uses."""
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    sock = _bind(settings.host, settings.port)
+
+
+async def serve(settings: Settings, role: Role = "up", console: Console | None = None, *,
+                sock: socket.socket | None = None, worker: int | None = None) -> None:
+    """Bind (unless given ``sock``, a worker's shared socket), assemble,
+    bootstrap, print the banner and serve until SIGINT/SIGTERM."""
+    console = console or Console()
+    setup_logging(settings)
+    owned = sock is None
+    sock = sock or bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     base_url = f"http://{settings.host}:{port}"
-    ex = await open_exchange(settings, role)
+    ex = await open_exchange(settings, role, worker=worker)
     try:
         if role == "up":
             conn = await bootstrap(ex, base_url)
             console.print(banner(conn, str(settings.home)), soft_wrap=True, highlight=False)
-        else:
+        elif not worker:
             saved = read_connection(settings.connection_file)
             console.print(f"Cambist gateway at {base_url}/v1 on the store of {settings.home}"
                           + (f" (demo key {saved.demo_key})" if saved else ""))
     except BaseException:
         await ex.stop()
-        sock.close()
+        if owned:
+            sock.close()
         raise
     app = create_app(ex)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
-    server = _Server(config)
+    # Inference requests skip the host app's middleware and route scan, which
+    # cost about as much CPU as the gateway's own work (bench/gateway).
+    fast = header_guard(gateway_fast_path(app, app.router.routes))
+    config = uvicorn.Config(fast, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5, http="httptools",
+                            timeout_keep_alive=KEEP_ALIVE_S)  # idle clients are closed
+    server = _Server(config) if worker is None else _Server(config, (signal.SIGTERM,))
     try:
         await server.serve(sockets=[sock])
     finally:
-        sock.close()
+        if owned:
+            sock.close()
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop (measured faster for the gateway in bench/gateway),
+    or asyncio's own loop where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def run(settings: Settings, role: Role = "up") -> None:
-    """Blocking entry point used by the CLI."""
-    asyncio.run(serve(settings, role))
+    """Blocking entry point used by the CLI (one process; see
+    :func:`cambist.app.workers.supervise` for several)."""
+    run_loop(serve(settings, role))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -22,15 +21,15 @@ from cambist.api import (
     routes_keys,
     routes_leases,
     routes_market,
+    routes_privacy,
     routes_quote,
     routes_signals,
 )
 from cambist.api.errors import install_error_handlers
 from cambist.app.exchange import Exchange
 from cambist.app.metrics import MetricsSnapshot, metrics_route
-from cambist.domain.offer import OfferQuery
 from cambist.gateway.app import gateway_routes
-from cambist.web.dashboard import dashboard_routes
+from cambist.web import dashboard_routes
 
 __all__ = ["create_app"]
 
@@ -62,20 +61,9 @@ def create_app(ex: Exchange) -> FastAPI:
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,
                        routes_catalog, routes_events, routes_history, routes_endpoints,
-                       routes_keys, routes_signals, routes_quote, routes_analytics):
+                       routes_keys, routes_privacy, routes_signals, routes_quote,
+                       routes_analytics):
             app.include_router(module.router)
-        cp = ex.control
-
-        async def snapshot() -> dict[str, Any]:
-            now = cp.clock.now()
-            return {
-                "suppliers": len(cp.book.suppliers()),
-                "offers": len(cp.book.query(OfferQuery(), now)),
-                "leases": len(await cp.records.leases(active_only=True)),
-                "deployments": sum(1 for d in await cp.records.deployments()
-                                   if str(d.state) != "stopped"),
-                "endpoints": sum(1 for e in await cp.records.endpoints() if e.healthy),
-            }
-
-        app.router.routes.extend(dashboard_routes(snapshot))
+        # The landing page at / and the dashboard under /ui (cambist.web).
+        app.router.routes.extend(dashboard_routes(ex.control))
     return app

@@ -97,5 +97,8 @@ class ExchangeClient:
     async def post(self, path: str, body: Any = None) -> Any:
         return await self.request("POST", path, json_body=body)
 
+    async def put(self, path: str, body: Any = None) -> Any:
+        return await self.request("PUT", path, json_body=body)
+
     async def delete(self, path: str) -> Any:
         return await self.request("DELETE", path)

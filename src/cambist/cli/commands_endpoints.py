@@ -21,6 +21,14 @@ def _price(e: dict[str, Any]) -> str:
     return f"{money(e.get('cost_per_hour'))}/h"
 
 
+def _attested(a: dict[str, Any] | None) -> str:
+    if a is None:
+        return "-"
+    if a.get("confidential"):
+        return "verified"
+    return a["status"] + (f" ({a['reason']})" if a.get("reason") else "")
+
+
 def _list(ctx: typer.Context, as_json: bool) -> None:
     data = run_client(ctx, lambda c: c.get("/v1/endpoints"))
     if as_json:
@@ -28,9 +36,10 @@ def _list(ctx: typer.Context, as_json: bool) -> None:
         return
     rows = [[e["id"], e.get("kind", "deployment"), e["model"], e["supplier"], e["url"],
              "yes" if e["healthy"] else "no", _price(e), e.get("quantization"),
-             e["owner"] or "platform"] for e in data["data"]]
+             _attested(e.get("attestation")), e["owner"] or "platform"] for e in data["data"]]
     console.print(table("Endpoints", ["id", "kind", "model", "supplier", "url", "healthy",
-                                      "cost ($/Mtok in / out, or $/h)", "quant", "owner"], rows))
+                                      "cost ($/Mtok in / out, or $/h)", "quant", "attested",
+                                      "owner"], rows))
 
 
 def _default(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -58,6 +67,10 @@ def add(
     supplier: Annotated[str, typer.Option(help="Name to route by (provider.order).")]
     = "local",
     context_length: Annotated[int, typer.Option(min=0)] = 0,
+    attestation: Annotated[str | None, typer.Option(
+        help="Evidence format the server attests with (cambist-selfsigned-v1 for the "
+             "reference engine's --attest-key mode): it joins the confidential tier once "
+             "verified.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama,
@@ -66,7 +79,8 @@ def add(
             "input_price_per_mtok": str(parse_money(price_in, "--price-in")),
             "output_price_per_mtok": str(parse_money(price_out, "--price-out")),
             "api_key_env": api_key_env, "quantization": quantization,
-            "supplier": supplier, "context_length": context_length}
+            "supplier": supplier, "context_length": context_length,
+            "attestation": attestation}
     data = run_client(ctx, lambda c: c.post("/v1/endpoints", body))
     if as_json:
         emit_json(data)
@@ -96,6 +110,27 @@ def probe(ctx: typer.Context, endpoint_id: Annotated[str, typer.Argument(metavar
         console.print("serves: " + ", ".join(data["models"]))
 
 
+def attest(
+    ctx: typer.Context,
+    endpoint_id: Annotated[str, typer.Argument(metavar="ID")],
+    fmt: Annotated[str, typer.Option("--format", help="Evidence format.")]
+    = "cambist-selfsigned-v1",
+    revoke: Annotated[bool, typer.Option("--revoke", help="Take it out of the "
+                                         "confidential tier now instead.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (with --revoke).")]
+    = "revoked by an operator",
+) -> None:
+    """Declare that an endpoint attests (it joins the confidential tier once
+    verified), or revoke its attestation (admin key)."""
+    if revoke:
+        data = run_client(ctx, lambda c: c.post(
+            f"/v1/endpoints/{endpoint_id}/attestation/revoke", {"reason": reason}))
+    else:
+        data = run_client(ctx, lambda c: c.post(
+            f"/v1/endpoints/{endpoint_id}/attestation", {"format": fmt}))
+    console.print(f"{endpoint_id}: attestation {_attested(data['attestation'])}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``endpoints`` command group to ``app``."""
     endpoints = typer.Typer(help="Upstreams the gateway routes to: own deployments, external "
@@ -106,4 +141,5 @@ def register(app: typer.Typer) -> None:
     endpoints.command()(add)
     endpoints.command()(remove)
     endpoints.command()(probe)
+    endpoints.command()(attest)
     app.add_typer(endpoints, name="endpoints")

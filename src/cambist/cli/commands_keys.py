@@ -36,6 +36,26 @@ def _show_secret(k: dict[str, Any], verb: str) -> None:
                   highlight=False)
 
 
+TiersOpt = Annotated[str | None, typer.Option(
+    "--tiers", help="Comma-separated privacy tiers allowed, e.g. zero_retention,confidential.")]
+AnyOpt = Annotated[bool, typer.Option("--any", help="Allow every tier (clear the policy).")]
+
+
+def tier_list(tiers: str | None) -> list[str] | None:
+    """``--tiers`` as the API's list (``None`` when not given)."""
+    return None if tiers is None else [t.strip() for t in tiers.split(",") if t.strip()]
+
+
+def set_privacy(ctx: typer.Context, path: str, what: str, tiers: str | None,
+                allow_any: bool) -> None:
+    """PUT a privacy policy and print it; exactly one of ``tiers``/``allow_any``."""
+    if (tiers is None) == (not allow_any):
+        raise typer.BadParameter("give --tiers a,b or --any")
+    r = run_client(ctx, lambda c: c.put(path, {"privacy_tiers": tier_list(tiers)}))
+    allowed = ", ".join(r["privacy_tiers"]) if r["privacy_tiers"] is not None else "any tier"
+    console.print(f"{what} {r['id']} may use: {allowed}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group to ``app``."""
     keys = typer.Typer(help="API keys: create, list, revoke, rotate.", no_args_is_help=True)
@@ -48,11 +68,15 @@ def register(app: typer.Typer) -> None:
                scope: Annotated[str, typer.Option(
                    help="admin, tenant-admin or inference.")] = "inference",
                name: Annotated[str, typer.Option(help="A label, e.g. laptop.")] = "",
+               privacy: Annotated[str | None, typer.Option(
+                   help="Privacy tiers the key may use, comma-separated (default: any).")]
+               = None,
                idempotency_key: IdemOpt = None, as_json: JsonOpt = False) -> None:
         """Create a key; its secret is printed once."""
         if scope not in _SCOPES:
             raise typer.BadParameter(f"--scope takes one of {', '.join(_SCOPES)}")
         body = {"tenant": tenant, "scope": scope, "name": name,
+                "privacy_tiers": tier_list(privacy),
                 "idempotency_key": idempotency_key or new_token()}
         k = run_client(ctx, lambda c: c.post("/v1/keys", body))
         emit_json(k) if as_json else _show_secret(k, "Created")
@@ -82,6 +106,12 @@ def register(app: typer.Typer) -> None:
         body = {"idempotency_key": idempotency_key or new_token()}
         k = run_client(ctx, lambda c: c.post(f"/v1/keys/{key_id}/revoke", body))
         console.print(f"Revoked {k['id']} ({k['scope']}, prefix {k['prefix']}…)")
+
+    @keys.command("privacy")
+    def privacy(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],
+                tiers: TiersOpt = None, allow_any: AnyOpt = False) -> None:
+        """Set the privacy tiers a key may use; requests naming another are refused."""
+        set_privacy(ctx, f"/v1/keys/{key_id}/privacy", "key", tiers, allow_any)
 
     @keys.command("rotate")
     def rotate(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],

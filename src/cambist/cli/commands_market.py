@@ -58,6 +58,31 @@ def _deployments_table(data: dict) -> Any:
                                  "sku", "$/h", "$/Mtok"], rows, justify_right=("$/h", "$/Mtok"))
 
 
+def _event_text(e: dict) -> tuple[str, str]:
+    """What happened, and the expected saving for moves."""
+    d = e["data"]
+    if e["kind"] == "deployment.moved":
+        what = f"move {d.get('phase')}"
+        if d.get("add") or d.get("drop"):
+            what += f": +{','.join(d.get('add', []))} -{','.join(d.get('drop', []))}"
+        return what, money(d["expected_saving"]) if d.get("expected_saving") else ""
+    if e["kind"] == "deployment.scaled":
+        return f"scaled {d.get('from')} -> {d.get('to')}: {d.get('why', '')}", ""
+    extra = d.get("reason") or d.get("offer") or ""
+    return f"{d.get('step')} {extra}".strip(), ""
+
+
+def _events_table(data: dict) -> Any:
+    rows = []
+    for e in data["data"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["ts"]))
+        what, saving = _event_text(e)
+        rows.append([when, e["deployment"], e["kind"], what, saving])
+    return table("Deployment events", ["time (UTC)", "deployment", "kind", "what",
+                                       "expected saving"], rows,
+                 justify_right=("expected saving",))
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def offers(
@@ -157,12 +182,30 @@ def register(app: typer.Typer) -> None:
         = True,
         timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 300.0,
         token: Annotated[str | None, typer.Option(help="Client token (idempotency).")] = None,
+        tokens_per_second: Annotated[float | None, typer.Option(
+            "--tokens-per-second", min=1, help="Serve this output rate (sizes replicas).")]
+        = None,
+        ttft_ms: Annotated[float | None, typer.Option(min=1, help="TTFT SLO in ms.")] = None,
+        region: Annotated[list[str] | None, typer.Option(
+            help="Allowed region prefix (repeat for several).")] = None,
+        max_share: Annotated[float, typer.Option(
+            min=0.01, max=1.0, help="Most of the replicas on one supplier (0.5: two).")]
+        = 1.0,
+        spot: Annotated[bool, typer.Option("--spot/--no-spot",
+                                           help="Allow spot offers (default yes).")] = True,
+        max_replicas: Annotated[int | None, typer.Option(
+            min=1, max=64, help="Autoscale between --replicas and this.")] = None,
     ) -> None:
-        """Deploy a model on the cheapest GPUs by $/Mtok and register its endpoints."""
+        """Deploy a model where the placement solver finds it cheapest (by $/Mtok, under
+        region, TTFT, spot and supplier-share constraints) and register its endpoints."""
         cap = parse_money(max_price_per_mtok, "--max-price-per-mtok")
+        if max_replicas is not None and max_replicas < replicas:
+            raise typer.BadParameter("--max-replicas must be at least --replicas")
         body = {"model": model, "replicas": replicas, "name": name, "tenant": tenant,
                 "max_price_per_mtok": str(cap) if cap is not None else None,
-                "client_token": token or new_token()}
+                "client_token": token or new_token(), "tokens_per_s": tokens_per_second,
+                "ttft_ms": ttft_ms, "regions": region or [], "max_supplier_share": max_share,
+                "spot": spot, "min_replicas": replicas, "max_replicas": max_replicas}
 
         async def go(c: ExchangeClient) -> dict:
             d = await c.post("/v1/deployments", body)
@@ -176,10 +219,29 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def deployments(ctx: typer.Context,
                     all_: Annotated[bool, typer.Option("--all", help="Include stopped.")] = False,
+                    events: Annotated[bool, typer.Option(
+                        "--events", help="Show moves, scaling and steps instead.")] = False,
+                    name: Annotated[str | None, typer.Option(
+                        help="Only this deployment (with --events).")] = None,
                     as_json: JsonOpt = False) -> None:
         """Deployments with replicas, supplier, SKU, state, $/h and $/Mtok."""
-        data = run_client(ctx, lambda c: c.get("/v1/deployments", all=all_))
-        emit_json(data) if as_json else console.print(_deployments_table(data))
+        if not events:
+            data = run_client(ctx, lambda c: c.get("/v1/deployments", all=all_))
+            emit_json(data) if as_json else console.print(_deployments_table(data))
+            return
+
+        async def fetch(c: ExchangeClient) -> dict:
+            names = [name] if name else [d["name"] for d in (
+                await c.get("/v1/deployments", all=all_))["data"]]
+            rows = []
+            for n in names:
+                for e in (await c.get(f"/v1/deployments/{n}/events"))["data"]:
+                    rows.append({"deployment": n, **e})
+            rows.sort(key=lambda e: e["ts"])
+            return {"object": "list", "data": rows}
+
+        data = run_client(ctx, fetch)
+        emit_json(data) if as_json else console.print(_events_table(data))
 
     @app.command()
     def undeploy(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from cambist.cli.client import ExchangeClient
+from cambist.cli.commands_keys import AnyOpt, TiersOpt, set_privacy
 from cambist.cli.common import console, emit_json, fail, new_token, parse_money, run_client
 from cambist.cli.render import money, table
 
@@ -131,6 +132,13 @@ def register(app: typer.Typer) -> None:
                       f"key {t['key_id']}")
         console.print(f"secret (shown once, store it now): {t['key']}", soft_wrap=True,
                       highlight=False)
+
+    @tenants_app.command("privacy")
+    def tenants_privacy(ctx: typer.Context, tenant_id: Annotated[str, typer.Argument(
+                            metavar="TENANT")],
+                        tiers: TiersOpt = None, allow_any: AnyOpt = False) -> None:
+        """Set the privacy tiers every key of a tenant may use."""
+        set_privacy(ctx, f"/v1/tenants/{tenant_id}/privacy", "tenant", tiers, allow_any)
 
     prices_app = typer.Typer(help="The versioned price list.", invoke_without_command=True)
     app.add_typer(prices_app, name="prices")

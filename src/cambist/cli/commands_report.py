@@ -1,4 +1,7 @@
-"""``cambist report``: utilization, margins and spread over a recent window."""
+"""``cambist report``: utilization, margins and spread over a recent window.
+
+:mod:`cambist.analytics` (and the database layer under it) is imported when the
+command runs, so that it does not slow down every other command."""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ from typing import Annotated, Any
 
 import typer
 
-from cambist.analytics.margins import GROUPINGS
-from cambist.analytics.window import parse_duration
 from cambist.cli.client import ExchangeClient
 from cambist.cli.common import console, emit_json, fail, run_client
 from cambist.cli.render import money, table
@@ -81,6 +82,9 @@ def register(app: typer.Typer) -> None:
                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) \
             -> None:
         """Utilization, margins, spread and cost per token/query over a window."""
+        from cambist.analytics.margins import GROUPINGS
+        from cambist.analytics.window import parse_duration
+
         try:
             parse_duration(since)
         except InvalidRequest:

@@ -21,12 +21,18 @@ def _settings(home: Path | None, overrides: dict[str, Any]) -> Any:
         raise fail(str(exc)) from None
 
 
-def _serve(settings: Any, role: str) -> None:
+def _serve(settings: Any, role: str, workers: int = 1) -> None:
     from cambist.app.run import PortInUse, run
+    from cambist.app.workers import supervise
     from cambist.store.db import DatabaseUnavailable
 
     try:
-        run(settings, role)  # type: ignore[arg-type]
+        if workers > 1:
+            code = supervise(settings, role, workers)  # type: ignore[arg-type]
+            if code:
+                raise typer.Exit(code)
+        else:
+            run(settings, role)  # type: ignore[arg-type]
     except (PortInUse, DatabaseUnavailable) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -58,9 +64,14 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str | None, typer.Option()] = None,
         home: Annotated[Path | None, typer.Option(help="Data directory of the exchange.")]
         = None,
+        workers: Annotated[int, typer.Option(
+            help="Gateway processes sharing the port (set CAMBIST_REDIS_URL so they share "
+                 "rate limits and credit).")] = 1,
     ) -> None:
         """Run the model API alone against the exchange's store."""
+        if not 1 <= workers <= 256:
+            raise typer.BadParameter("--workers takes 1..256")
         s = _settings(home, {"port": port, "host": host})
         if not s.connection_file.exists() and not s.database_url:
             raise fail(f"no exchange in {s.home}: run 'cambist up' there first")
-        _serve(s, "gateway")
+        _serve(s, "gateway", workers)

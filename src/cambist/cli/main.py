@@ -16,6 +16,7 @@ from cambist.cli import (
     commands_quote,
     commands_report,
     commands_serve,
+    commands_sim,
 )
 
 __all__ = ["app", "main"]
@@ -46,6 +47,7 @@ commands_keys.register(app)
 commands_quote.register(app)
 commands_db.register(app)
 commands_report.register(app)
+commands_sim.register(app)
 
 
 def main() -> None:

@@ -20,7 +20,10 @@ from decimal import Decimal
 from typing import Any
 
 from cambist.deploy.leasing import LeaseDesk
+from cambist.deploy.placing import Placer
+from cambist.deploy.rebalance import MovePolicy
 from cambist.deploy.records import Records
+from cambist.deploy.spec import DeploySpec
 from cambist.domain.clock import Clock
 from cambist.domain.deployment import Deployment, DeploymentState, Replica, ReplicaState
 from cambist.domain.endpoint import Endpoint
@@ -29,7 +32,8 @@ from cambist.domain.events import EventKind
 from cambist.domain.ids import new_id
 from cambist.domain.lease import LeaseState
 from cambist.domain.models import MODEL_CATALOG, ModelSpec, find_model
-from cambist.domain.offer import OfferQuery
+from cambist.domain.money import quantize_usd
+from cambist.domain.offer import Offer, OfferQuery
 from cambist.perf.model import PerfModel
 from cambist.placement.rank import Quote, rank_for_model
 from cambist.providers.base import EngineHandle, EngineSpec
@@ -44,6 +48,8 @@ InFlight = Callable[[str], Awaitable[int | None]]
 
 LIVE = frozenset({ReplicaState.PENDING, ReplicaState.LEASING, ReplicaState.LAUNCHING,
                   ReplicaState.HEALTHY})
+FALLBACK_OFFERS = 4
+"""Eligible offers (best $/Mtok first) tried after the planned one fails to lease."""
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
 
 
@@ -56,7 +62,8 @@ class DeployController:
                  clock: Clock, time_scale: float = 1.0, interval_s: float = 0.5,
                  retry_backoff_s: float = 3.0, drain_timeout_s: float = 30.0,
                  in_flight: InFlight | None = None,
-                 endpoints_changed: Callable[[], Awaitable[None]] | None = None) -> None:
+                 endpoints_changed: Callable[[], Awaitable[None]] | None = None,
+                 moves: MovePolicy | None = None) -> None:
         self.records, self.desk, self.perf = records, desk, perf
         self.events, self.clock = events, clock
         self.time_scale = time_scale
@@ -71,6 +78,8 @@ class DeployController:
         self.engines: dict[str, tuple[str, EngineHandle]] = {}  # replica id -> (supplier, handle)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_failure: dict[str, float] = {}
+        # Placement (the solver), re-placement and make-before-break moves.
+        self.placer = Placer(self, moves or MovePolicy())
 
     # ---- public operations -------------------------------------------------
     def quotes(self, model: ModelSpec, max_cost: Decimal | None = None) -> list[Quote]:
@@ -80,8 +89,12 @@ class DeployController:
 
     async def create(self, model_name: str, *, replicas: int = 1, owner: str | None = None,
                      max_price_per_mtok: Decimal | None = None, client_token: str | None = None,
-                     name: str | None = None) -> Deployment:
-        """Record a deployment (idempotent on ``client_token``); replicas come up on steps."""
+                     name: str | None = None, spec: DeploySpec | None = None) -> Deployment:
+        """Record a deployment (idempotent on ``client_token``); replicas come up on steps.
+
+        The placement solver sizes and checks it first: with ``spec.tokens_per_s``
+        the replica count is what the cheapest feasible placement needs; a
+        deployment no placement can serve is refused with the solver's reason."""
         if client_token:
             existing = await self.records.deployment_by_token(client_token)
             if existing is not None:
@@ -92,12 +105,22 @@ class DeployController:
                                  f"{', '.join(sorted(MODEL_CATALOG))}", param="model")
         if not 1 <= replicas <= 64:
             raise InvalidRequest("replicas must be between 1 and 64", param="replicas")
+        spec = spec or DeploySpec()
+        if spec.autoscaled:
+            assert spec.max_replicas is not None
+            replicas = min(max(replicas, spec.min_replicas), spec.max_replicas)
         if not self.quotes(model, max_price_per_mtok):
             cheapest = self.quotes(model)
             hint = (f"; the cheapest offer costs ${cheapest[0].cost_per_mtok:.4f}/Mtok"
                     if cheapest else "")
             raise NoCapacity(f"no offer can serve {model.name} under the price cap{hint}")
         name = name or f"{model.name}-{new_id('d', 2)[2:]}"
+        plan = self.placer.plan(name, model, spec, replicas, max_price_per_mtok, [])
+        wp = plan.workloads[name]
+        if not wp.feasible:
+            raise NoCapacity(f"no placement can serve {model.name}: {wp.reason}")
+        if spec.tokens_per_s is not None and not spec.autoscaled:
+            replicas = wp.replicas
         if not _NAME.match(name):
             raise InvalidRequest("deployment names use a-z, 0-9, '.', '-' (max 63)",
                                  param="name")
@@ -108,8 +131,9 @@ class DeployController:
                          state=DeploymentState.DEPLOYING, created_at=now,
                          max_price_per_mtok=max_price_per_mtok, client_token=client_token)
         reps = [self._new_replica(name, now) for _ in range(replicas)]
-        await self.records.insert_deployment(dep, reps)
-        await self._event(name, "created", model=model.name, replicas=replicas)
+        await self.records.insert_deployment(dep, reps, spec.to_json())
+        await self._event(name, "created", model=model.name, replicas=replicas,
+                          planned_per_hour=str(wp.cost_per_hour), solver=plan.solver)
         return dep
 
     async def undeploy(self, name: str) -> Deployment:
@@ -138,8 +162,10 @@ class DeployController:
                 await self._drain(dep, reps, now)
                 continue
             await self._reconcile(dep, reps, now)
+            await self.placer.step(dep, now)
 
     async def _reconcile(self, dep: Deployment, reps: list[Replica], now: float) -> None:
+        await self._drain_retired(reps, now)
         live = [r for r in reps if r.state in LIVE]
         if len(live) < dep.replicas and now - self._last_failure.get(dep.name, 0) > \
                 self.retry_backoff_s:
@@ -148,11 +174,12 @@ class DeployController:
                 await self.records.insert_replica(rep)
                 live.append(rep)
                 await self._event(dep.name, "replacement", replica=rep.id)
-        for rep in live:
-            if rep.id in self._tasks and not self._tasks[rep.id].done():
-                continue
+        idle = [r for r in live if not (r.id in self._tasks and not self._tasks[r.id].done())]
+        choices = await self.placer.targets(dep, live, [r for r in idle if r.state in (
+            ReplicaState.PENDING, ReplicaState.LEASING) and not r.lease_id])
+        for rep in idle:
             if rep.state == ReplicaState.PENDING:
-                self._spawn(rep.id, self._lease(dep, rep))
+                self._spawn(rep.id, self._lease(dep, rep, choices.get(rep.id, [])))
             elif rep.state == ReplicaState.LEASING and rep.lease_id:
                 lease = await self.records.lease(rep.lease_id)
                 if lease is None or lease.terminal:
@@ -160,12 +187,13 @@ class DeployController:
                 elif lease.state == LeaseState.RUNNING:
                     self._spawn(rep.id, self._launch(dep, rep))
             elif rep.state == ReplicaState.LEASING:
-                self._spawn(rep.id, self._lease(dep, rep))
+                self._spawn(rep.id, self._lease(dep, rep, choices.get(rep.id, [])))
             elif rep.state == ReplicaState.HEALTHY and rep.lease_id:
                 lease = await self.records.lease(rep.lease_id)
                 if lease is not None and lease.terminal:
                     await self._fail(dep, rep, f"lease {lease.state}")
         healthy = sum(1 for r in live if r.state == ReplicaState.HEALTHY)
+        await self.placer.settle_moves(dep, live)
         state = (DeploymentState.READY if healthy >= dep.replicas
                  else DeploymentState.DEGRADED if healthy else DeploymentState.DEPLOYING)
         if state != dep.state:
@@ -175,7 +203,8 @@ class DeployController:
     def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks[key] = asyncio.create_task(coro, name=f"replica:{key}")
 
-    async def _lease(self, dep: Deployment, rep: Replica) -> None:
+    async def _lease(self, dep: Deployment, rep: Replica, choices: list[Offer]) -> None:
+        """Lease the planned offer (then the next best eligible ones) for ``rep``."""
         model = find_model(dep.model)
         assert model is not None
         existing = await self.records.lease_by_token(rep.id)
@@ -183,16 +212,19 @@ class DeployController:
             await self._save(replace(rep, state=ReplicaState.LEASING, lease_id=existing.id))
             return
         await self._save(replace(rep, state=ReplicaState.LEASING, detail="choosing offer"))
-        for q in self.quotes(model, dep.max_price_per_mtok)[:5]:
+        for offer in choices:
             try:
-                lease = await self.desk.lease_offer(q.offer, owner=dep.owner, client_token=rep.id)
+                lease = await self.desk.lease_offer(offer, owner=dep.owner, client_token=rep.id)
             except Exception as exc:
-                log.info("lease of %s for %s failed: %s", q.offer.id, rep.id, exc)
+                log.info("lease of %s for %s failed: %s", offer.id, rep.id, exc)
                 continue
+            assert offer.sku is not None
+            per_mtok = quantize_usd(self.perf.estimate(model, offer.sku, offer.gpu_count)
+                                    .cost_per_mtok(offer.price_per_hour))
             await self._save(replace(rep, state=ReplicaState.LEASING, lease_id=lease.id,
-                                     detail=f"leased {q.offer.id} at ${q.cost_per_mtok:.4f}/Mtok"))
+                                     detail=f"leased {offer.id} at ${per_mtok:.4f}/Mtok"))
             await self._event(dep.name, "leased", replica=rep.id, lease=lease.id,
-                              offer=q.offer.id, cost_per_mtok=str(q.cost_per_mtok))
+                              offer=offer.id, cost_per_mtok=str(per_mtok))
             return
         await self._fail(dep, rep, "no offer could be leased")
 
@@ -280,6 +312,52 @@ class DeployController:
         await self.records.set_deployment_state(dep.name, DeploymentState.STOPPED)
         await self._event(dep.name, "stopped")
 
+    async def retire(self, rep: Replica, why: str) -> None:
+        """Take ``rep`` out of routing now; it is released once idle (or after
+        ``drain_timeout_s``) by the following steps."""
+        if rep.endpoint_id:
+            await self.records.remove_endpoint(rep.endpoint_id, self.clock.now())
+            await self._endpoints_changed()
+        self._drain_started[rep.id] = self.clock.now()
+        await self._save(replace(rep, state=ReplicaState.DRAINING, endpoint_id=None,
+                                 detail=why))
+
+    async def _drain_retired(self, reps: list[Replica], now: float) -> None:
+        for rep in reps:
+            if rep.state != ReplicaState.DRAINING:
+                continue
+            started = self._drain_started.setdefault(rep.id, now)
+            if await self._busy(rep) and now - started < self.drain_timeout_s:
+                continue
+            self._drain_started.pop(rep.id, None)
+            await self._teardown(rep)
+            await self._save(replace(rep, state=ReplicaState.STOPPED, detail=rep.detail))
+
+    async def scale(self, name: str, replicas: int, why: str, **data: object) -> None:
+        """Set a deployment's replica count: new replicas come up on the next steps;
+        surplus ones (dearest first, not-yet-serving before serving) drain and go."""
+        dep = await self.records.deployment(name)
+        if dep is None or dep.state in (DeploymentState.DRAINING, DeploymentState.STOPPED):
+            return
+        if replicas == dep.replicas:
+            return
+        await self.records.set_deployment_replicas(name, replicas)
+        await self.event(EventKind.DEPLOY_SCALED, name, {
+            "from": dep.replicas, "to": replicas, "why": why, **data})
+        if replicas > dep.replicas:
+            return
+        live = [r for r in await self.records.replicas(name) if r.state in LIVE]
+        price: dict[str, Decimal] = {}
+        for r in live:
+            lease = await self.records.lease(r.lease_id) if r.lease_id else None
+            price[r.id] = lease.price_per_hour if lease is not None else Decimal(0)
+        live.sort(key=lambda r: (r.state == ReplicaState.HEALTHY, -price[r.id]))
+        for rep in live[: len(live) - replicas]:
+            task = self._tasks.pop(rep.id, None)
+            if task is not None and not task.done():
+                task.cancel()
+            await self.retire(rep, f"scaled down: {why}")
+
     async def _busy(self, rep: Replica) -> bool:
         eng = self.engines.get(rep.id)
         if eng is None or self.in_flight is None:
@@ -296,12 +374,22 @@ class DeployController:
         await self.records.save_replica(rep)
 
     async def _event(self, deployment: str, step: str, **data: object) -> None:
-        await self.events.append([{"ts": self.clock.now(), "kind": EventKind.DEPLOY_STEP,
-                                   "subject": deployment, "data": {"step": step, **data}}])
+        await self.event(EventKind.DEPLOY_STEP, deployment, {"step": step, **data})
+
+    async def event(self, kind: str, deployment: str, data: dict[str, object]) -> None:
+        """Append one event about ``deployment`` (money as strings)."""
+        await self.events.append([{"ts": self.clock.now(), "kind": kind,
+                                   "subject": deployment, "data": data}])
 
     async def adopt(self, replica_id: str, supplier: str, handle: EngineHandle) -> None:
         """Take over an engine found running after a restart."""
         self.engines[replica_id] = (supplier, handle)
+
+    async def settle(self) -> None:
+        """Wait for in-flight replica work (a simulator driving time itself calls this
+        between steps so leases and launches finish in virtual time)."""
+        await asyncio.gather(*(t for t in self._tasks.values() if not t.done()),
+                             return_exceptions=True)
 
     async def close(self) -> None:
         """Cancel in-flight replica work and stop every engine this process runs."""

@@ -131,13 +131,14 @@ class Records:
             return [_lease(r._mapping) for r in await c.execute(q)]
 
     # deployments and replicas
-    async def insert_deployment(self, d: Deployment, reps: list[Replica]) -> None:
+    async def insert_deployment(self, d: Deployment, reps: list[Replica],
+                                spec_json: str | None = None) -> None:
         mp = to_micros(d.max_price_per_mtok) if d.max_price_per_mtok is not None else None
         async with self.engine.begin() as c:
             await c.execute(insert(deployments).values(
                 name=d.name, model=d.model, replicas=d.replicas, owner=d.owner,
                 state=str(d.state), created_at=d.created_at, max_price_per_mtok_micros=mp,
-                client_token=d.client_token))
+                client_token=d.client_token, spec_json=spec_json))
             for r in reps:
                 await c.execute(insert(replicas).values(**self._replica_row(r)))
 
@@ -162,6 +163,17 @@ class Records:
         async with self.engine.connect() as c:
             rows = await c.execute(select(deployments).order_by(deployments.c.created_at))
             return [_deployment(r._mapping) for r in rows]
+
+    async def deployment_spec(self, name: str) -> str | None:
+        """The stored placement spec (JSON) of a deployment."""
+        q = select(deployments.c.spec_json).where(deployments.c.name == name)
+        async with self.engine.connect() as c:
+            return (await c.execute(q)).scalar()
+
+    async def set_deployment_replicas(self, name: str, replicas: int) -> None:
+        async with self.engine.begin() as c:
+            await c.execute(update(deployments).where(deployments.c.name == name)
+                            .values(replicas=replicas))
 
     async def set_deployment_state(self, name: str, state: DeploymentState) -> None:
         async with self.engine.begin() as c:

@@ -33,6 +33,8 @@ class Principal:
     key_id: str
     tenant_id: str | None
     scope: Scope
+    privacy_tiers: frozenset[str] | None = None
+    """Tiers this key may use (its own policy meet its tenant's); ``None``: any."""
 
     @property
     def is_admin(self) -> bool:

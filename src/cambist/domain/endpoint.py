@@ -27,8 +27,11 @@ __all__ = [
     "EndpointKind",
     "PrivacyTier",
     "external_endpoint_id",
+    "format_tier_list",
     "is_env_var_name",
+    "meet_tiers",
     "normalize_upstream_url",
+    "parse_tier_list",
 ]
 
 EndpointKind = Literal["deployment", "external", "local"]
@@ -37,6 +40,35 @@ ENDPOINT_KINDS: tuple[str, ...] = get_args(EndpointKind)
 PrivacyTier = Literal["standard", "zero_retention", "anonymous", "confidential"]
 """A request's privacy tier (what each guarantees: README, "Privacy tiers")."""
 PRIVACY_TIERS: tuple[PrivacyTier, ...] = get_args(PrivacyTier)
+
+
+def parse_tier_list(value: str | None) -> frozenset[PrivacyTier] | None:
+    """A stored or typed tier policy (``"zero_retention,confidential"``) as a set;
+    ``None`` or ``""`` means any tier. Raises ``InvalidRequest`` naming an
+    unknown tier."""
+    if value is None or not value.strip():
+        return None
+    tiers: set[PrivacyTier] = set()
+    for name in value.split(","):
+        name = name.strip()
+        match = [t for t in PRIVACY_TIERS if t == name]
+        if not match:
+            raise InvalidRequest(f"unknown privacy tier {name!r}; use a comma-separated list "
+                                 f"of {', '.join(PRIVACY_TIERS)}", param="privacy_tiers")
+        tiers.add(match[0])
+    return frozenset(tiers)
+
+
+def format_tier_list(tiers: frozenset[str] | None) -> str | None:
+    """The stored form of a tier policy, in ``PRIVACY_TIERS`` order."""
+    return None if tiers is None else ",".join(t for t in PRIVACY_TIERS if t in tiers)
+
+
+def meet_tiers(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    """The tiers allowed by both policies (``None`` allows any)."""
+    if a is None:
+        return b
+    return a if b is None else a & b
 
 DataCollection = Literal["allow", "deny"]
 """An upstream's data policy: ``allow`` means it may store or train on requests."""
@@ -132,6 +164,7 @@ class Endpoint:
     zdr: bool | None = None
     data_collection: DataCollection = "deny"
     supported_parameters: frozenset[str] | None = None
+    attested_until: float | None = None
 
     @property
     def retains_nothing(self) -> bool:
@@ -142,12 +175,16 @@ class Endpoint:
     def privacy_tiers(self) -> frozenset[PrivacyTier]:
         """The tiers this endpoint offers: every endpoint ``standard``; those that
         retain nothing ``zero_retention``; only pass-through (external)
-        endpoints ``anonymous``; none ``confidential`` (it needs attestation)."""
+        endpoints ``anonymous``; ``confidential`` only those whose attestation
+        verified and has not expired (``attested_until``, set by the routing
+        refresh from the last verification), and that retain nothing."""
         tiers: set[PrivacyTier] = {"standard"}
         if self.retains_nothing:
             tiers.add("zero_retention")
         if self.kind == "external":
             tiers.add("anonymous")
+        if self.attested_until is not None and self.retains_nothing:
+            tiers.add("confidential")
         return frozenset(tiers)
 
     @property

@@ -47,6 +47,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="real sleep = modeled time x this (default 1.0, real time)")
     p.add_argument("--served-name", default=None, help="model name clients send")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    p.add_argument("--attest-key", default=None,
+                   help="Ed25519 key file (created if absent): serve signed evidence at "
+                        "/attestation (a test harness for the confidential tier)")
+    p.add_argument("--attest-ttl", type=float, default=60.0,
+                   help="seconds one attestation document stays valid")
     return p.parse_args(argv)
 
 
@@ -91,11 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = EngineConfig(
         model=args.model, sku=args.sku, gpu_count=args.gpu_count, served_name=args.served_name,
         time_scale=args.time_scale, max_body_bytes=args.max_body_bytes,
+        attest_key=args.attest_key, attest_ttl_s=args.attest_ttl,
     )
     try:
         app = create_app(config)
     except CambistError as exc:
         print(f"cambist engine: {exc.message}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    except (OSError, ValueError) as exc:  # an unreadable or foreign attestation key
+        print(f"cambist engine: --attest-key: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     try:
         sock = _bind(args.host, args.port)

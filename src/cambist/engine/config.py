@@ -27,6 +27,10 @@ class EngineConfig:
     time_scale: float = 1.0
     """Real sleep = modeled duration x ``time_scale`` (0.05 runs the GPU 20x faster)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    attest_key: str | None = None
+    """Ed25519 key file for the attested mode (``cambist.engine.attest``); off when None."""
+    attest_ttl_s: float = 60.0
+    """How long one attestation document claims to stay valid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ def resolve_engine(config: EngineConfig, perf: PerfModel | None = None) -> Resol
         raise InvalidRequest("gpu_count must be at least 1", param="gpu_count")
     if config.time_scale < 0:
         raise InvalidRequest("time_scale must not be negative", param="time_scale")
+    if config.attest_ttl_s <= 0:
+        raise InvalidRequest("attest_ttl_s must be positive", param="attest_ttl_s")
     if config.max_body_bytes < 1:
         raise InvalidRequest("max_body_bytes must be positive", param="max_body_bytes")
     model = find_model(config.model)

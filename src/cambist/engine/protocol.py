@@ -18,6 +18,9 @@ import orjson
 from cambist.domain.errors import InvalidRequest, NotFound
 
 __all__ = [
+    "MAX_CHOICES",
+    "MAX_LEGACY_LOGPROBS",
+    "MAX_TOP_LOGPROBS",
     "ChatRequest",
     "CompletionRequest",
     "ContextLengthExceeded",
@@ -30,6 +33,13 @@ __all__ = [
     "parse_json_body",
 ]
 
+MAX_CHOICES = 16
+"""Largest ``n`` (each choice is its own sequence in the batch)."""
+MAX_TOP_LOGPROBS = 20
+"""Largest chat ``top_logprobs`` (OpenAI's limit)."""
+MAX_LEGACY_LOGPROBS = 5
+"""Largest legacy completions ``logprobs`` (OpenAI's limit)."""
+_SEED_RANGE = (-(2**63), 2**63 - 1)
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _FORMATS = frozenset({"text", "json_object", "json_schema"})
 EMBEDDING_DIM = 256
@@ -66,6 +76,10 @@ class ChatRequest:
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: Any = None
     stop: tuple[str, ...] = ()
+    n: int = 1
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,10 @@ class CompletionRequest:
     include_usage: bool = False
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    n: int = 1
+    seed: int | None = None
+    logprobs: int | None = None
+    """Legacy ``logprobs``: most likely tokens listed per position (None: not requested)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +144,46 @@ def _max_tokens(body: Mapping[str, Any], *keys: str) -> int | None:
     return chosen
 
 
-def _common(body: Mapping[str, Any], served_name: str) -> tuple[bool, bool, tuple[str, ...]]:
-    """Checks shared by chat and completions; returns (stream, include_usage, stop)."""
-    _check_model(body, served_name)
+@dataclass(frozen=True, slots=True)
+class _Common:
+    """Fields shared by chat and completions."""
+
+    stream: bool
+    include_usage: bool
+    stop: tuple[str, ...]
+    n: int
+    seed: int | None
+
+
+def _choices(body: Mapping[str, Any]) -> int:
     n = body.get("n")
-    if n is not None and (not _is_int(n) or n != 1):
-        raise InvalidRequest(f"only n=1 is supported, got {n!r}", param="n")
+    if n is None:
+        n = 1
+    if not _is_int(n) or not 1 <= n <= MAX_CHOICES:
+        raise InvalidRequest(f"'n' must be an integer from 1 to {MAX_CHOICES}, got {n!r}",
+                             param="n")
+    best_of = body.get("best_of")
+    # best_of > n would need ranking by likelihood; equal to n it is just n.
+    if best_of is not None and (not _is_int(best_of) or best_of != n):
+        raise InvalidRequest(f"'best_of' must equal n ({n}) on this engine, got {best_of!r}",
+                             param="best_of")
+    return n
+
+
+def _seed(body: Mapping[str, Any]) -> int | None:
+    seed = body.get("seed")
+    if seed is None:
+        return None
+    if not _is_int(seed) or not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
+        raise InvalidRequest("'seed' must be a 64-bit integer", param="seed")
+    return int(seed)
+
+
+def _common(body: Mapping[str, Any], served_name: str) -> _Common:
+    """Checks shared by chat and completions."""
+    _check_model(body, served_name)
+    n = _choices(body)
+    seed = _seed(body)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -155,13 +207,48 @@ def _common(body: Mapping[str, Any], served_name: str) -> tuple[bool, bool, tupl
         stops = tuple(stop)
     else:
         raise InvalidRequest("'stop' must be a string or up to 4 strings", param="stop")
-    for key in ("logprobs", "echo", "suffix"):
-        if body.get(key) not in (None, False):
-            raise InvalidRequest(f"'{key}' is not supported by this engine", param=key)
-    best_of = body.get("best_of")
-    if best_of is not None and best_of != 1:
-        raise InvalidRequest("'best_of' other than 1 is not supported", param="best_of")
-    return stream, include_usage, stops
+    # Refused rather than ignored: silently dropping them would change the answer's meaning.
+    if body.get("echo") not in (None, False):
+        raise InvalidRequest("'echo' is not supported by this engine (it never returns the "
+                             "prompt); leave it out or false", param="echo")
+    if body.get("suffix") not in (None, False, ""):
+        raise InvalidRequest("'suffix' (insertion) is not supported by this engine; "
+                             "leave it out", param="suffix")
+    return _Common(stream=stream, include_usage=include_usage, stop=stops, n=n, seed=seed)
+
+
+def _chat_logprobs(body: Mapping[str, Any]) -> tuple[bool, int]:
+    """Chat ``logprobs`` (a boolean) and ``top_logprobs`` (0..20, needs logprobs)."""
+    logprobs = body.get("logprobs")
+    if logprobs is None:
+        logprobs = False
+    if not isinstance(logprobs, bool):
+        raise InvalidRequest("'logprobs' must be a boolean", param="logprobs")
+    top = body.get("top_logprobs")
+    if top is None:
+        return logprobs, 0
+    if not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(
+            f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}, got {top!r}",
+            param="top_logprobs",
+        )
+    if not logprobs:
+        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true",
+                             param="top_logprobs")
+    return True, int(top)
+
+
+def _legacy_logprobs(body: Mapping[str, Any]) -> int | None:
+    """Legacy completions ``logprobs``: an integer 0..5, or None when not requested."""
+    logprobs = body.get("logprobs")
+    if logprobs is None or logprobs is False:
+        return None
+    if not _is_int(logprobs) or not 0 <= logprobs <= MAX_LEGACY_LOGPROBS:
+        raise InvalidRequest(
+            f"'logprobs' must be an integer from 0 to {MAX_LEGACY_LOGPROBS}, got {logprobs!r}",
+            param="logprobs",
+        )
+    return int(logprobs)
 
 
 def _messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -246,25 +333,30 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[Mapping[str, Any], ...], Any]
 
 def parse_chat(body: Mapping[str, Any], served_name: str) -> ChatRequest:
     """Validate a chat completion request body."""
-    stream, include_usage, stop = _common(body, served_name)
+    common = _common(body, served_name)
     messages = _messages(body)
     max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
     tools, choice = _tools(body)
+    logprobs, top_logprobs = _chat_logprobs(body)
     return ChatRequest(
         messages=messages,
-        stream=stream,
-        include_usage=include_usage,
+        stream=common.stream,
+        include_usage=common.include_usage,
         max_tokens=max_tokens,
         response_format=_response_format(body),
         tools=tools,
         tool_choice=choice,
-        stop=stop,
+        stop=common.stop,
+        n=common.n,
+        seed=common.seed,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
     )
 
 
 def parse_completion(body: Mapping[str, Any], served_name: str) -> CompletionRequest:
     """Validate a text completion request body."""
-    stream, include_usage, stop = _common(body, served_name)
+    common = _common(body, served_name)
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -272,10 +364,13 @@ def parse_completion(body: Mapping[str, Any], served_name: str) -> CompletionReq
         raise InvalidRequest("'prompt' must be a string (or a list of one string)", param="prompt")
     return CompletionRequest(
         prompt=prompt,
-        stream=stream,
-        include_usage=include_usage,
+        stream=common.stream,
+        include_usage=common.include_usage,
         max_tokens=_max_tokens(body, "max_tokens"),
-        stop=stop,
+        stop=common.stop,
+        n=common.n,
+        seed=common.seed,
+        logprobs=_legacy_logprobs(body),
     )
 
 

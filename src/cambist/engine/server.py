@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,8 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from cambist.domain.attestation import valid_nonce
 from cambist.domain.clock import Clock, SystemClock
-from cambist.domain.errors import CambistError
+from cambist.domain.errors import CambistError, InvalidRequest
+from cambist.engine.attest import AttestationSigner, launch_measurement, load_or_create_key
 from cambist.engine.config import EngineConfig, ResolvedEngine, resolve_engine
 from cambist.engine.core import EngineCore
 from cambist.engine.metrics import CONTENT_TYPE, EngineCollector, engine_registry, render_metrics
@@ -92,6 +95,30 @@ def _respond(result: dict[str, Any] | AsyncIterator[bytes]) -> Response:
     )
 
 
+def _attestation_route(signer: AttestationSigner, clock: Clock) -> Route:
+    async def attestation(request: Request) -> Response:
+        nonce = request.query_params.get("nonce", "")
+        if not valid_nonce(nonce):
+            raise InvalidRequest("nonce must be 32-128 lowercase hex characters",
+                                 param="nonce")
+        return _json(signer.evidence(nonce, clock.now()).as_json())
+
+    return Route("/attestation", attestation, methods=["GET"])
+
+
+def _signer(resolved: ResolvedEngine) -> AttestationSigner | None:
+    config = resolved.config
+    if config.attest_key is None:
+        return None
+    key = load_or_create_key(Path(config.attest_key))
+    claims = {"model": resolved.served_name, "sku": config.sku,
+              "gpu_count": str(config.gpu_count)}
+    return AttestationSigner(
+        key=key, measurement=launch_measurement(resolved.model.name, config.sku,
+                                                config.gpu_count),
+        claims=claims, ttl_s=config.attest_ttl_s)
+
+
 def _routes(
     resolved: ResolvedEngine, service: EngineService, registry: CollectorRegistry
 ) -> list[Route]:
@@ -143,6 +170,10 @@ def create_app(config: EngineConfig, *, clock: Clock | None = None) -> Starlette
         runtime, resolved.served_name, lambda: service.embedding_prompt_tokens
     )
     registry = engine_registry(collector)
+    routes = _routes(resolved, service, registry)
+    signer = _signer(resolved)
+    if signer is not None:
+        routes.append(_attestation_route(signer, clock or SystemClock()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -152,7 +183,7 @@ def create_app(config: EngineConfig, *, clock: Clock | None = None) -> Starlette
             await runtime.close()
 
     app = Starlette(
-        routes=_routes(resolved, service, registry),
+        routes=routes,
         exception_handlers={
             CambistError: _cambist_error,
             HTTPException: _http_error,

@@ -1,57 +1,43 @@
 """The engine's API logic: plan a completion, run it on the engine, shape the answer.
 
 Routes (``server``) stay thin; this module turns validated requests into
-OpenAI-shaped response bodies or Server-Sent-Event byte streams. A request is
-submitted to the engine before anything is returned, so every refusal is a
-4xx status, never an error in the middle of a stream.
+OpenAI-shaped response bodies or Server-Sent-Event byte streams (``streams``).
+A request is submitted to the engine before anything is returned, so every
+refusal is a 4xx status, never an error in the middle of a stream. ``n``
+choices are ``n`` generations, each seeded from the prompt, the caller's
+``seed`` and its index, and each its own sequence in the batch (``jobs``).
 """
 
 from __future__ import annotations
 
-import logging
-import time
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from cambist.domain.clock import Clock
 from cambist.domain.models import ModelSpec
 from cambist.domain.tokens import count_chat_tokens, count_text_tokens
 from cambist.engine.embeddings import embed, encode_base64
+from cambist.engine.jobs import Choice, FeedMerge, Job, submit_job
+from cambist.engine.logprobs import chat_logprobs, legacy_logprobs
 from cambist.engine.protocol import (
     ChatRequest,
     CompletionRequest,
     ContextLengthExceeded,
     EmbeddingRequest,
 )
-from cambist.engine.runtime import EngineRuntime, TokenFeed
-from cambist.engine.text import Generation, GenerationRequest, plan_generation, prompt_seed
+from cambist.engine.runtime import EngineRuntime
+from cambist.engine.streams import chat_events, completion_events, sse
+from cambist.engine.text import (
+    Generation,
+    GenerationRequest,
+    choice_seed,
+    plan_generation,
+    prompt_seed,
+)
 
 __all__ = ["EngineService", "sse"]
-
-log = logging.getLogger("cambist.engine")
-
-DONE = b"data: [DONE]\n\n"
-
-
-def sse(obj: Any) -> bytes:
-    """One Server-Sent-Event frame carrying ``obj`` as JSON."""
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-@dataclass(slots=True)
-class _Job:
-    id: str
-    object: str
-    created: int
-    prompt_tokens: int
-    gen: Generation
-    feed: TokenFeed
-    include_usage: bool
-    started: float
 
 
 def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -65,6 +51,15 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
                 return " ".join(t for t in parts if isinstance(t, str))
             return ""
     return ""
+
+
+def _plans(base: GenerationRequest, n: int, seed: int | None) -> list[tuple[str, Generation]]:
+    """(seed, generation) of each of ``n`` choices; choice 0 unseeded is the plain answer."""
+    plans = []
+    for i in range(n):
+        s = choice_seed(base.seed, i, seed)
+        plans.append((s, plan_generation(dataclasses.replace(base, seed=s))))
+    return plans
 
 
 class EngineService:
@@ -99,75 +94,61 @@ class EngineService:
         return max_tokens if max_tokens is not None else limit - prompt_tokens
 
     def _submit(
-        self, prefix: str, obj: str, prompt_tokens: int, gen: Generation, usage: bool
-    ) -> _Job:
-        rid = f"{prefix}-{uuid.uuid4().hex}"
-        feed = self.runtime.submit(rid, prompt_tokens, gen.completion_tokens)
-        return _Job(
-            id=rid, object=obj, created=int(self.clock.now()), prompt_tokens=prompt_tokens,
-            gen=gen, feed=feed, include_usage=usage, started=time.monotonic(),
+        self, prefix: str, obj: str, prompt_tokens: int, plans: list[tuple[str, Generation]],
+        usage: bool, logprobs: int | None,
+    ) -> Job:
+        return submit_job(
+            self.runtime, rid=f"{prefix}-{uuid.uuid4().hex}", obj=obj,
+            created=int(self.clock.now()), prompt_tokens=prompt_tokens, plans=plans,
+            include_usage=usage, logprobs=logprobs,
         )
 
-    def _usage(self, job: _Job, details: bool) -> dict[str, Any]:
-        c = job.gen.completion_tokens
-        usage: dict[str, Any] = {
-            "prompt_tokens": job.prompt_tokens,
-            "completion_tokens": c,
-            "total_tokens": job.prompt_tokens + c,
-        }
-        if details:
-            usage["completion_tokens_details"] = {"reasoning_tokens": job.gen.reasoning_tokens}
-        return usage
-
-    def _log_done(self, job: _Job) -> None:
-        log.debug(
-            "engine request %s finished: prompt_tokens=%d completion_tokens=%d seconds=%.3f",
-            job.id, job.prompt_tokens, job.gen.completion_tokens, time.monotonic() - job.started,
-        )
-
-    async def _drain(self, job: _Job) -> None:
+    async def _drain(self, job: Job) -> None:
+        merge = FeedMerge([c.feed for c in job.choices])
         try:
-            while await job.feed.wait() is not None:
-                pass
+            await merge.drain()
         finally:
-            job.feed.close()
-        self._log_done(job)
+            merge.close()
+        job.log_done()
+
+    def _envelope(self, job: Job) -> dict[str, Any]:
+        return {"id": job.id, "object": job.object, "created": job.created,
+                "model": self.served_name}
 
     # -- chat ----------------------------------------------------------------
     async def chat(self, req: ChatRequest) -> dict[str, Any] | AsyncIterator[bytes]:
         """A chat completion body, or (``stream``) its SSE frames."""
         prompt_tokens = count_chat_tokens(req.messages)
-        gen = plan_generation(
-            GenerationRequest(
-                seed=prompt_seed(req.messages),
-                max_tokens=self._cap(prompt_tokens, req.max_tokens, "messages"),
-                reasoning=self.model.reasoning,
-                response_format=req.response_format,
-                tools=req.tools,
-                tool_choice=req.tool_choice,
-                last_user_text=_last_user_text(req.messages),
-                stop=req.stop,
-            )
+        base = GenerationRequest(
+            seed=prompt_seed(req.messages),
+            max_tokens=self._cap(prompt_tokens, req.max_tokens, "messages"),
+            reasoning=self.model.reasoning,
+            response_format=req.response_format,
+            tools=req.tools,
+            tool_choice=req.tool_choice,
+            last_user_text=_last_user_text(req.messages),
+            stop=req.stop,
         )
-        job = self._submit("chatcmpl", "chat.completion", prompt_tokens, gen, req.include_usage)
+        top = req.top_logprobs if req.logprobs else None
+        job = self._submit("chatcmpl", "chat.completion", prompt_tokens,
+                           _plans(base, req.n, req.seed), req.include_usage, top)
         if req.stream:
-            return self._chat_events(job)
+            return chat_events(job, self.served_name)
         await self._drain(job)
         return {
-            "id": job.id,
-            "object": job.object,
-            "created": job.created,
-            "model": self.served_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": self._chat_message(gen),
-                    "logprobs": None,
-                    "finish_reason": gen.finish_reason,
-                }
-            ],
-            "usage": self._usage(job, details=True),
+            **self._envelope(job),
+            "choices": [self._chat_choice(job, c) for c in job.choices],
+            "usage": job.usage(details=True),
         }
+
+    def _chat_choice(self, job: Job, choice: Choice) -> dict[str, Any]:
+        gen = choice.gen
+        lp: dict[str, Any] | None = None
+        if job.logprobs is not None:
+            lp = chat_logprobs([choice.logprob(i, job.logprobs)
+                                for i, t in enumerate(gen.tokens) if t.kind == "content"])
+        return {"index": choice.index, "message": self._chat_message(gen), "logprobs": lp,
+                "finish_reason": gen.finish_reason}
 
     def _chat_message(self, gen: Generation) -> dict[str, Any]:
         call = gen.tool_call
@@ -188,107 +169,35 @@ class EngineService:
             ]
         return msg
 
-    def _chat_delta(self, gen: Generation, i: int) -> dict[str, Any] | None:
-        tok = gen.tokens[i]
-        if tok.kind == "reasoning":
-            return {"reasoning_content": tok.text}
-        if tok.kind == "content":
-            return {"content": tok.text}
-        if tok.kind == "tool_name":
-            nxt = gen.tokens[i + 1].kind if i + 1 < len(gen.tokens) else None
-            if nxt == "tool_name":
-                return None  # the name goes out whole, with its last token
-            call = gen.tool_call
-            assert call is not None
-            fn = {"name": call.name, "arguments": ""}
-            return {"tool_calls": [{"index": 0, "id": call.id, "type": "function", "function": fn}]}
-        return {"tool_calls": [{"index": 0, "function": {"arguments": tok.text}}]}
-
-    async def _chat_events(self, job: _Job) -> AsyncIterator[bytes]:
-        base = {"id": job.id, "object": "chat.completion.chunk", "created": job.created,
-                "model": self.served_name}
-
-        def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            chunk: dict[str, Any] = {**base, "choices": [choice]}
-            if job.include_usage:
-                chunk["usage"] = None
-            return sse(chunk)
-
-        role = frame({"role": "assistant", "content": ""})
-        sent = 0
-        try:
-            while (count := await job.feed.wait()) is not None:
-                out = [role] if sent == 0 else []
-                for i in range(sent, count):
-                    delta = self._chat_delta(job.gen, i)
-                    if delta is not None:
-                        out.append(frame(delta))
-                sent = count
-                if out:
-                    yield b"".join(out)
-        finally:
-            job.feed.close()
-        tail = [role] if sent == 0 else []
-        tail.append(frame({}, job.gen.finish_reason))
-        if job.include_usage:
-            tail.append(sse({**base, "choices": [], "usage": self._usage(job, details=True)}))
-        tail.append(DONE)
-        self._log_done(job)
-        yield b"".join(tail)
-
     # -- text completions ----------------------------------------------------
     async def completion(self, req: CompletionRequest) -> dict[str, Any] | AsyncIterator[bytes]:
         """A text completion body, or (``stream``) its SSE frames."""
         prompt_tokens = count_text_tokens(req.prompt)
-        gen = plan_generation(
-            GenerationRequest(
-                seed=prompt_seed(req.prompt),
-                max_tokens=self._cap(prompt_tokens, req.max_tokens, "prompt"),
-                stop=req.stop,
-                continuation=True,
-            )
+        base = GenerationRequest(
+            seed=prompt_seed(req.prompt),
+            max_tokens=self._cap(prompt_tokens, req.max_tokens, "prompt"),
+            stop=req.stop,
+            continuation=True,
         )
-        job = self._submit("cmpl", "text_completion", prompt_tokens, gen, req.include_usage)
+        job = self._submit("cmpl", "text_completion", prompt_tokens,
+                           _plans(base, req.n, req.seed), req.include_usage, req.logprobs)
         if req.stream:
-            return self._completion_events(job)
+            return completion_events(job, self.served_name)
         await self._drain(job)
         return {
-            "id": job.id,
-            "object": job.object,
-            "created": job.created,
-            "model": self.served_name,
-            "choices": [
-                {"index": 0, "text": gen.content_text, "logprobs": None,
-                 "finish_reason": gen.finish_reason}
-            ],
-            "usage": self._usage(job, details=False),
+            **self._envelope(job),
+            "choices": [self._completion_choice(job, c) for c in job.choices],
+            "usage": job.usage(details=False),
         }
 
-    async def _completion_events(self, job: _Job) -> AsyncIterator[bytes]:
-        base = {"id": job.id, "object": "text_completion", "created": job.created,
-                "model": self.served_name}
-
-        def frame(text: str, finish: str | None = None) -> bytes:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-            chunk: dict[str, Any] = {**base, "choices": [choice]}
-            if job.include_usage:
-                chunk["usage"] = None
-            return sse(chunk)
-
-        sent = 0
-        try:
-            while (count := await job.feed.wait()) is not None:
-                yield b"".join(frame(job.gen.tokens[i].text) for i in range(sent, count))
-                sent = count
-        finally:
-            job.feed.close()
-        tail = [frame("", job.gen.finish_reason)]
-        if job.include_usage:
-            tail.append(sse({**base, "choices": [], "usage": self._usage(job, details=False)}))
-        tail.append(DONE)
-        self._log_done(job)
-        yield b"".join(tail)
+    def _completion_choice(self, job: Job, choice: Choice) -> dict[str, Any]:
+        gen = choice.gen
+        lp: dict[str, Any] | None = None
+        if job.logprobs is not None:
+            lp = legacy_logprobs([choice.logprob(i, job.logprobs)
+                                  for i in range(gen.completion_tokens)])
+        return {"index": choice.index, "text": gen.content_text, "logprobs": lp,
+                "finish_reason": gen.finish_reason}
 
     # -- embeddings and models -------------------------------------------------
     def embeddings(self, req: EmbeddingRequest) -> dict[str, Any]:

@@ -27,11 +27,13 @@ from cambist.domain.errors import InvalidRequest
 from cambist.engine.schema import minimal_instance
 
 __all__ = [
+    "VOCABULARY",
     "Generation",
     "GenerationRequest",
     "Token",
     "TokenKind",
     "ToolCall",
+    "choice_seed",
     "choose_tool",
     "plan_generation",
     "prompt_seed",
@@ -48,6 +50,8 @@ _WORDS = (
     "plan", "mode", "step", "work", "then", "next", "each", "when", "what", "how", "most",
     "best", "low", "high", "core", "unit", "path", "risk", "gain", "part", "sure",
 )
+VOCABULARY: tuple[str, ...] = _WORDS
+"""The words prose is made of (one token each); alternatives in logprobs come from it."""
 _THINK_OPEN = ("Okay", ",", "the", "user", "asks")
 CONTENT_RANGE = (20, 120)
 """Natural answer length in tokens (inclusive), drawn from the prompt hash."""
@@ -82,6 +86,19 @@ def prompt_seed(payload: Any) -> str:
     """A stable hex digest of a request's prompt (messages or prompt text)."""
     canon = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def choice_seed(prompt: str, index: int = 0, seed: int | None = None) -> str:
+    """The generation seed of choice ``index`` of a request whose prompt seed is ``prompt``.
+
+    Choice 0 without a caller ``seed`` keeps the prompt seed itself, so a plain
+    request answers as it always has; any other choice, or a caller ``seed``,
+    hashes them in (same prompt, seed and index: same answer).
+    """
+    if index == 0 and seed is None:
+        return prompt
+    salt = "" if seed is None else str(seed)
+    return hashlib.sha256(f"{prompt}:seed={salt}:choice={index}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,13 @@ class PayloadTooLarge(InvalidRequest):
     code = "payload_too_large"
 
 
+class BodyTimeout(InvalidRequest):
+    """The client did not finish sending its body in time (a slow or stuck client)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class InvalidJson(InvalidRequest):
     code = "invalid_json"
 

@@ -115,10 +115,6 @@ class _Buckets:
     requests: TokenBucket
     tokens: TokenBucket
 
-    @classmethod
-    def of(cls, rpm: int, tpm: int, now: float) -> _Buckets:
-        return cls(TokenBucket(rpm, now), TokenBucket(tpm, now))
-
 
 def _tighter(a: TokenBucket, b: TokenBucket) -> TokenBucket:
     return b if b.remaining < a.remaining else a
@@ -169,7 +165,8 @@ class Admission:
         self.key.tokens.adjust(-estimate)
         self.tenant.tokens.adjust(-estimate)
         self.tokens = estimate
-        self.update_headers()
+        # Only the token buckets moved since admit() set all six headers.
+        _headers("tokens", _tighter(self.key.tokens, self.tenant.tokens), self.headers)
 
     def settle(self, used: int) -> None:
         """Correct the token take to ``used`` (0 refunds it all); idempotent."""
@@ -203,6 +200,12 @@ class RateLimiter:
         self._keys: dict[str, _Buckets] = {}
         self._tenants: dict[str, _Buckets] = {}
 
+    def new_bucket(self, name: str, capacity: int, now: float) -> TokenBucket:
+        """A bucket for ``name`` (``k:<key>:req|tok`` or ``t:<tenant>:req|tok``);
+        per process here, shared through Redis in
+        :class:`cambist.gateway.limits_redis.SharedRateLimiter`."""
+        return TokenBucket(capacity, now)
+
     def admit(self, key_id: str, tenant_id: str) -> Admission:
         """Take one request from the key's and the tenant's request buckets, or
         raise :class:`RateLimited` (``type="requests"``) taking nothing."""
@@ -210,12 +213,14 @@ class RateLimiter:
         plan = self._plans.plan_of(tenant_id)
         key = self._keys.get(key_id)
         if key is None:
-            key = self._keys[key_id] = _Buckets.of(
-                plan.requests_per_minute, plan.tokens_per_minute, now)
+            key = self._keys[key_id] = _Buckets(
+                self.new_bucket(f"k:{key_id}:req", plan.requests_per_minute, now),
+                self.new_bucket(f"k:{key_id}:tok", plan.tokens_per_minute, now))
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
-            tenant = self._tenants[tenant_id] = _Buckets.of(
-                plan.tenant_requests_per_minute, plan.tenant_tokens_per_minute, now)
+            tenant = self._tenants[tenant_id] = _Buckets(
+                self.new_bucket(f"t:{tenant_id}:req", plan.tenant_requests_per_minute, now),
+                self.new_bucket(f"t:{tenant_id}:tok", plan.tenant_tokens_per_minute, now))
         for bucket in (key.requests, key.tokens, tenant.requests, tenant.tokens):
             bucket.refill(now)
         admission = Admission(self._clock, plan, key_id, key, tenant)

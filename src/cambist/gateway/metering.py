@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from cambist.domain.billing import ModelPrice, Principal, Reservation, Wallet
 from cambist.domain.tokens import count_text_tokens
 from cambist.domain.usage import UsageRecord
@@ -69,6 +71,17 @@ class TextTally:
         for key in ("reasoning_content", "reasoning"):
             if isinstance(part.get(key), str):
                 self.reasoning.setdefault(index, []).append(part[key])
+
+    def add_chunk(self, data: bytes) -> None:
+        """Add the choices of one stream chunk's JSON (skipped if malformed)."""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        choices = chunk.get("choices") if isinstance(chunk, Mapping) else None
+        if isinstance(choices, list):
+            for choice in choices:
+                self.add_choice(choice)
 
     def tokens(self) -> tuple[int, int]:
         """(completion tokens including reasoning, reasoning tokens)."""

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from cambist.domain.endpoint import PRIVACY_TIERS, PrivacyTier
-from cambist.domain.errors import InvalidRequest
+from cambist.domain.errors import InvalidRequest, PermissionDenied
 from cambist.domain.ids import new_id
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "UPSTREAM_HEADERS",
     "InvalidPrivacyTier",
     "PrivacyConflict",
+    "PrivacyTierNotAllowed",
     "enforce_allow_list",
     "parse_privacy",
     "strip_identity",
@@ -78,15 +79,42 @@ def _tier(value: Any, source: str) -> PrivacyTier:
     raise InvalidPrivacyTier(f"{source} must be one of {_ALLOWED}", param="privacy")
 
 
-def parse_privacy(body_value: Any, header_value: str | None) -> PrivacyTier:
-    """The request's tier from the body field and the header (see the module docstring)."""
+class PrivacyTierNotAllowed(PermissionDenied):
+    """The caller's key or tenant may not use the tier the request names."""
+
+    code = "privacy_tier_not_allowed"
+
+
+def parse_privacy(body_value: Any, header_value: str | None,
+                  allowed: frozenset[str] | None = None) -> PrivacyTier:
+    """The request's tier from the body field and the header (see the module docstring).
+
+    ``allowed`` is the caller's policy (its key's and tenant's tiers, ``None``
+    for any): a request naming no tier gets the first allowed one in the order
+    of ``PRIVACY_TIERS`` (e.g. ``zero_retention`` for a key that must never be
+    ``standard``); one naming a tier outside it is refused with 403, since
+    serving it in another tier would break what either side was promised.
+    """
     body = None if body_value is None else _tier(body_value, "privacy")
     header = None if header_value is None else _tier(header_value.strip(), PRIVACY_HEADER)
     if body is not None and header is not None and body != header:
         raise PrivacyConflict(
             f"the privacy field ({body}) and the {PRIVACY_HEADER} header ({header}) disagree; "
             "send one, or the same tier in both", param="privacy")
-    return body or header or "standard"
+    tier = body or header
+    if allowed is None:
+        return tier or "standard"
+    if tier is None:
+        for candidate in PRIVACY_TIERS:
+            if candidate in allowed:
+                return candidate
+        raise PrivacyTierNotAllowed("this API key may use no privacy tier; ask an admin to "
+                                    "set its tiers", param="privacy")
+    if tier not in allowed:
+        names = ", ".join(t for t in PRIVACY_TIERS if t in allowed)
+        raise PrivacyTierNotAllowed(
+            f"this API key may not use the {tier} tier; it may use: {names}", param="privacy")
+    return tier
 
 
 def strip_identity(body: dict[str, Any]) -> None:

@@ -100,16 +100,18 @@ class ParsedRequest:
 
 
 def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int,
-                  privacy_header: str | None = None) -> ParsedRequest:
+                  privacy_header: str | None = None,
+                  allowed_tiers: frozenset[str] | None = None) -> ParsedRequest:
     """Parse, validate and rewrite one request body; raise ``InvalidRequest`` on
-    bad input. ``privacy_header`` is the value of the ``x-cambist-privacy`` header."""
+    bad input. ``privacy_header`` is the value of the ``x-cambist-privacy`` header;
+    ``allowed_tiers`` the caller's tier policy (``parse_privacy``)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"the request body is not valid JSON ({exc.msg})") from None
     if not isinstance(body, dict):
         raise InvalidJson("the request body must be a JSON object")
-    privacy = parse_privacy(body.get("privacy"), privacy_header)
+    privacy = parse_privacy(body.get("privacy"), privacy_header, allowed_tiers)
     model = body.get("model")
     if model is None and isinstance(body.get("models"), list) and body["models"]:
         model = body["models"][0]
@@ -237,11 +239,19 @@ def _max_tokens(body: Mapping[str, Any], name: str, cap: int) -> int | None:
     return value
 
 
+MAX_MESSAGES = 4096
+"""Most chat messages one request may carry (agents with long tool loops stay
+well under; a bigger list is almost surely a client bug or abuse)."""
+
+
 def _chat_prompt_tokens(messages: Any) -> int:
     if messages is None:
         raise InvalidRequest("you must provide a messages parameter", param="messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages must be a non-empty array", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidRequest(f"messages has {len(messages)} entries; at most {MAX_MESSAGES} "
+                             "are accepted", param="messages")
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise InvalidRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")

@@ -17,11 +17,13 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cambist.domain.attestation import verified_until
 from cambist.domain.clock import Clock
 from cambist.domain.endpoint import Endpoint
 from cambist.domain.errors import Conflict, NotFound
 from cambist.domain.money import from_micros, to_micros
 from cambist.gateway.routing import RoutingTable
+from cambist.store.schema import endpoint_attestations as _A
 from cambist.store.schema import endpoints as endpoints_table
 
 __all__ = [
@@ -194,9 +196,15 @@ class RoutingRefresh:
                        supported_parameters=conf.supported_parameters)
 
     async def step(self, now: float) -> None:
-        """Read the endpoints table once and swap the snapshot."""
+        """Read the endpoints table once and swap the snapshot. Endpoints whose
+        attestation verified and has not expired carry ``attested_until`` (the
+        confidential tier); an expiry drops it at the first refresh after."""
         query = select(_T).where(_T.c.removed_at.is_(None))
         async with self._engine.connect() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(query)]
-        self._table.swap(self._overlay(endpoint_from_row(r)) for r in rows)
+            attested = verified_until(
+                {r.endpoint_id: dict(r._mapping) for r in await conn.execute(select(_A))}, now)
+        self._table.swap(
+            replace(ep, attested_until=attested.get(ep.id))
+            for ep in (self._overlay(endpoint_from_row(r)) for r in rows))
         self.refreshed_at = now

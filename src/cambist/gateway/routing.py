@@ -24,9 +24,11 @@ from cambist.domain.clock import Clock
 from cambist.domain.endpoint import Endpoint, PrivacyTier
 from cambist.domain.models import find_model
 from cambist.gateway.policy import DEFAULT_POLICY, RoutingPolicy
+from cambist.gateway.stats import EndpointStats
 
 __all__ = [
     "QUEUE_PENALTY_PER_MTOK",
+    "SLO_PENALTY_PER_MTOK",
     "Credentials",
     "EndpointRoute",
     "EndpointStats",
@@ -36,9 +38,14 @@ __all__ = [
 log = logging.getLogger("cambist.gateway")
 
 QUEUE_PENALTY_PER_MTOK = 1000.0
-"""Dollars per Mtok added per request queued beyond ``max_concurrency``: larger
-than any real marginal cost, so a saturated endpoint ranks after every one with
-a free slot."""
+"""Dollars per Mtok added per request expected to wait (queued beyond
+``max_concurrency`` here, or in the engine's own queue): larger than any real
+marginal cost, so a saturated endpoint ranks after every one with a free slot."""
+
+SLO_PENALTY_PER_MTOK = 100_000.0
+"""Added when an endpoint's TTFT p90 misses the table's ``ttft_slo_ms``: it then
+ranks after every endpoint meeting the SLO, however loaded (a request is better
+queued briefly on a fast endpoint than served at once by one that is too slow)."""
 
 Credentials = Callable[[str], str | None]
 """Looks up an API key by the name of the environment variable that holds it."""
@@ -79,7 +86,9 @@ class EndpointRoute:
     or the declared output price (external, local). ``headers`` carries the
     upstream's ``Authorization`` (never shown in ``repr``); ``usable`` is false
     when the endpoint needs an API key that is not available; ``tiers`` are
-    the privacy tiers it offers (``Endpoint.privacy_tiers``).
+    the privacy tiers it offers (``Endpoint.privacy_tiers``);
+    ``stream_idle_timeout_s`` the longest gap allowed between two reads of a
+    started stream from this upstream (``None``: the gateway's default).
     """
 
     endpoint: Endpoint
@@ -91,6 +100,7 @@ class EndpointRoute:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     usable: bool = True
     tiers: frozenset[PrivacyTier] = frozenset({"standard"})
+    stream_idle_timeout_s: float | None = None
 
     @property
     def id(self) -> str:
@@ -148,17 +158,6 @@ class EndpointRoute:
         return len(policy.order)
 
 
-@dataclass(slots=True)
-class EndpointStats:
-    """Live, mutable statistics of one endpoint."""
-
-    in_flight: int = 0
-    ewma_ttft_ms: float | None = None
-    consecutive_failures: int = 0
-    circuit_open_until: float = 0.0
-    retry_after_until: float = 0.0
-
-
 class RoutingTable:
     """Routes per model, swapped atomically, plus live endpoint statistics.
 
@@ -166,6 +165,11 @@ class RoutingTable:
     failure; it doubles with each consecutive failure up to ``circuit_max_s``.
     ``credentials`` looks up upstream API keys by environment variable name
     (once per swap); an endpoint whose key is missing is not routed to.
+    ``stream_idle_timeouts`` maps a supplier (an upstream's name) or an
+    endpoint id to the longest gap allowed between two reads of its streams.
+    ``ttft_slo_ms``, when set, is the TTFT p90 an endpoint must keep to rank
+    among the preferred ones (see :meth:`marginal_cost`). The circuit breaker's
+    states are described in :mod:`cambist.gateway.stats`.
     """
 
     def __init__(
@@ -176,13 +180,18 @@ class RoutingTable:
         circuit_max_s: float = 30.0,
         ewma_alpha: float = 0.2,
         credentials: Credentials | None = None,
+        stream_idle_timeouts: Mapping[str, float] | None = None,
+        ttft_slo_ms: float | None = None,
     ) -> None:
         self._clock = clock
         self._circuit_open_s = circuit_open_s
         self._circuit_max_s = circuit_max_s
         self._alpha = ewma_alpha
         self._credentials = credentials
+        self._idle_timeouts = dict(stream_idle_timeouts or {})
+        self._ttft_slo_ms = ttft_slo_ms
         self._snapshot: dict[str, tuple[EndpointRoute, ...]] = {}
+        self._healthy: dict[tuple[str, str | None], tuple[EndpointRoute, ...]] = {}
         self._stats: dict[str, EndpointStats] = {}
         self._missing_keys: frozenset[str] = frozenset()
         self.generation = 0
@@ -200,7 +209,8 @@ class RoutingTable:
         return EndpointRoute(
             ep, _base_url(ep.url), _avg_cost_per_mtok(ep), order,
             frozenset({ep.id.lower(), ep.supplier.lower()}), _quantization(ep), headers, usable,
-            ep.privacy_tiers)
+            ep.privacy_tiers,
+            self._idle_timeouts.get(ep.id, self._idle_timeouts.get(ep.supplier)))
 
     def swap(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the snapshot with ``endpoints`` (stats of kept endpoints survive)."""
@@ -220,6 +230,7 @@ class RoutingTable:
         self._missing_keys = missing
         self._stats = {i: s for i, s in self._stats.items() if i in ids or s.in_flight > 0}
         self._snapshot = snapshot
+        self._healthy = {}
         self.generation += 1
 
     def models(self) -> list[str]:
@@ -242,8 +253,16 @@ class RoutingTable:
                      if r.endpoint.owner is None or r.endpoint.owner == tenant)
 
     def healthy(self, model: str, tenant: str | None = None) -> tuple[EndpointRoute, ...]:
-        """Routes of ``model`` marked healthy (and usable) that ``tenant`` may use."""
-        return tuple(r for r in self.visible(model, tenant) if r.endpoint.healthy and r.usable)
+        """Routes of ``model`` marked healthy (and usable) that ``tenant`` may use.
+        Fixed between swaps, so kept per (model, tenant) until the next one."""
+        key = (model, tenant)
+        found = self._healthy.get(key)
+        if found is None:
+            if len(self._healthy) > 10_000:  # many tenants: bound the memo
+                self._healthy.clear()
+            found = self._healthy[key] = tuple(
+                r for r in self.visible(model, tenant) if r.endpoint.healthy and r.usable)
+        return found
 
     def stats(self, endpoint_id: str) -> EndpointStats:
         """The live statistics of an endpoint (created on first use)."""
@@ -260,9 +279,15 @@ class RoutingTable:
         in_flight / max_concurrency``. The marginal cost is ``avg * load**2``:
         near zero on idle leased capacity (its cost is sunk), rising as it
         saturates, so idle replicas attract load. External and local endpoints
-        cost their declared output price per Mtok whatever the load. At or
-        beyond ``max_concurrency`` each request already waiting adds
-        :data:`QUEUE_PENALTY_PER_MTOK`.
+        cost their declared output price per Mtok whatever the load.
+
+        Expected queueing is priced on top: each request that would wait adds
+        :data:`QUEUE_PENALTY_PER_MTOK`, counting those queued here beyond
+        ``max_concurrency`` (``in_flight - max_concurrency + 1`` when at or over
+        the limit) and those the engine reports waiting in its own queue (other
+        gateways' included, from its ``/metrics``). With a ``ttft_slo_ms``, an
+        endpoint whose TTFT p90 (engine-reported, else observed here) exceeds it
+        adds :data:`SLO_PENALTY_PER_MTOK`.
         """
         stats = self.stats(route.id)
         limit = max(route.endpoint.max_concurrency, 1)
@@ -271,8 +296,13 @@ class RoutingTable:
             cost = route.avg_cost_per_mtok
         else:
             cost = 0.0 if load == 0 else route.avg_cost_per_mtok * load * load
-        if stats.in_flight >= limit:
-            cost += QUEUE_PENALTY_PER_MTOK * (stats.in_flight - limit + 1)
+        waiting = max(stats.in_flight - limit + 1, 0) + stats.queue_depth
+        if waiting:
+            cost += QUEUE_PENALTY_PER_MTOK * waiting
+        if self._ttft_slo_ms is not None:
+            ttft = stats.ttft_percentiles()
+            if ttft is not None and ttft[1] > self._ttft_slo_ms:
+                cost += SLO_PENALTY_PER_MTOK
         return cost
 
     def _sort_key(self, route: EndpointRoute, policy: RoutingPolicy) -> tuple[float, ...]:
@@ -284,7 +314,9 @@ class RoutingTable:
             share = route.endpoint.capacity_tok_s / (stats.in_flight + 1)
             return (-share, *default)
         if policy.sort == "latency":
-            ttft = stats.ewma_ttft_ms
+            # the engine's p50 covers every gateway's traffic; else what we saw
+            engine = stats.engine_ttft_ms
+            ttft = engine[0] if engine is not None else stats.ewma_ttft_ms
             return (math.inf if ttft is None else ttft, *default)
         return default
 
@@ -306,8 +338,9 @@ class RoutingTable:
         Candidates are :meth:`candidates` whose circuit is closed; endpoints
         named in ``policy.order`` come first in that order, then the rest by
         the policy's sort (default: :meth:`marginal_cost`), then fewer requests
-        in flight, then the stable order (cheaper average cost, then id). If
-        every candidate has an open circuit, the one closing soonest is probed
+        in flight, then the stable order (cheaper average cost, then id).
+        Routable circuits are closed ones and half-open ones without a trial in
+        flight. If no candidate is routable, the one closing soonest is probed
         rather than failing the model outright, except those an upstream told
         to wait (``Retry-After``), which are skipped until then.
         """
@@ -316,7 +349,7 @@ class RoutingTable:
                       if r.id not in exclude and self.stats(r.id).retry_after_until <= now]
         if not candidates:
             return None
-        closed = [r for r in candidates if self.stats(r.id).circuit_open_until <= now]
+        closed = [r for r in candidates if self.stats(r.id).routable(now)]
         if not closed:
             return min(candidates, key=lambda r: (self.stats(r.id).circuit_open_until, r.order))
         if policy.order:
@@ -324,20 +357,36 @@ class RoutingTable:
         return min(closed, key=lambda r: self._sort_key(r, policy))
 
     def acquire(self, route: EndpointRoute) -> None:
-        """Count a request in flight on ``route``."""
-        self.stats(route.id).in_flight += 1
+        """Count a request in flight on ``route``; on a half-open circuit it is
+        the one trial request."""
+        stats = self.stats(route.id)
+        stats.in_flight += 1
+        if stats.opened and stats.circuit_open_until <= self._clock.now():
+            stats.probing = True
 
     def release(self, route: EndpointRoute) -> None:
         """A request on ``route`` finished (successfully or not)."""
         stats = self.stats(route.id)
         stats.in_flight = max(stats.in_flight - 1, 0)
+        if stats.in_flight == 0:
+            stats.probing = False  # a trial that ended with no verdict (cancelled)
+
+    def observe_engine(self, endpoint_id: str, queue_depth: int,
+                       ttft_ms: tuple[float, float] | None = None) -> None:
+        """What an engine reports about itself: requests waiting in its queue
+        and, if it exports them, its TTFT (p50, p90) in ms."""
+        stats = self.stats(endpoint_id)
+        stats.queue_depth = max(int(queue_depth), 0)
+        stats.engine_ttft_ms = ttft_ms
 
     def record_success(self, route: EndpointRoute, ttft_ms: float | None) -> None:
-        """Close the circuit and fold ``ttft_ms`` into the EWMA."""
+        """Close the circuit and fold ``ttft_ms`` into the EWMA and the window."""
         stats = self.stats(route.id)
         stats.consecutive_failures = 0
         stats.circuit_open_until = 0.0
+        stats.opened = stats.probing = False
         if ttft_ms is not None:
+            stats.observe_ttft(ttft_ms)
             prev = stats.ewma_ttft_ms
             stats.ewma_ttft_ms = (
                 ttft_ms if prev is None else prev + self._alpha * (ttft_ms - prev)
@@ -345,18 +394,22 @@ class RoutingTable:
 
     def record_failure(self, route: EndpointRoute, *, open_circuit: bool = True,
                        retry_after_s: float | None = None) -> float:
-        """Count a failure; open the circuit (passive health). An upstream's
-        ``Retry-After`` keeps the endpoint out of routing until then. Returns
-        the time the circuit opens until."""
+        """Count a failure; open the circuit (passive health), or reopen it after
+        a failed half-open trial, for twice as long as the last time. An
+        upstream's ``Retry-After`` keeps the endpoint out of routing until then.
+        Returns the time the circuit opens until."""
         stats = self.stats(route.id)
         stats.consecutive_failures += 1
+        stats.probing = False
         now = self._clock.now()
         if open_circuit:
+            stats.opened = True
             wait = min(
                 self._circuit_open_s * 2 ** (stats.consecutive_failures - 1), self._circuit_max_s
             )
             stats.circuit_open_until = now + wait
         if retry_after_s is not None and retry_after_s > 0:
+            stats.opened = True
             stats.retry_after_until = now + retry_after_s
             stats.circuit_open_until = max(stats.circuit_open_until, stats.retry_after_until)
         return stats.circuit_open_until

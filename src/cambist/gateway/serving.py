@@ -14,6 +14,7 @@ served it (never more than was reserved) or release the hold.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from cambist.domain.ids import new_id
 from cambist.domain.money import quantize_usd
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import (
+    BodyTimeout,
     InvalidApiKey,
     NoHealthyEndpoint,
     PayloadTooLarge,
@@ -71,7 +73,7 @@ class GatewayService:
     def __init__(self, deps: GatewayDeps) -> None:
         self._deps = deps
         self.prices = CallerPrices(deps.prices, deps.routes, deps.settings.declared_price_markup)
-        self.limiter = RateLimiter(deps.plans, deps.clock)
+        self.limiter = deps.limiter or RateLimiter(deps.plans, deps.clock)
 
     def authenticate(self, request: Request) -> Principal:
         """The principal of the request's bearer key; raises ``InvalidApiKey``."""
@@ -96,15 +98,32 @@ class GatewayService:
             raise too_large
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self._deps.settings.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BodyTimeout(f"the request body did not arrive within "
+                              f"{self._deps.settings.body_timeout_s:g} s") from None
         return b"".join(chunks)
 
     async def infer(self, request: Request, kind: Kind) -> Response:
-        """Serve one chat, completions or embeddings request."""
+        """Serve one chat, completions or embeddings request (counted in flight
+        until its response is built, or a stream's relay finishes)."""
+        metrics = self._deps.metrics
+        metrics.started()
+        response: Response | None = None
+        try:
+            response = await self._infer(request, kind)
+        finally:
+            if not isinstance(response, RelayResponse):
+                metrics.finished()
+        return response
+
+    async def _infer(self, request: Request, kind: Kind) -> Response:
         deps = self._deps
         started = time.monotonic()
         created_at = deps.clock.now()
@@ -120,6 +139,7 @@ class GatewayService:
         parsed = parse_request(
             await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap,
             privacy_header=request.headers.get(PRIVACY_HEADER),
+            allowed_tiers=principal.privacy_tiers,
         )
         completion = parsed.reserve_completion_tokens(deps.settings.default_max_tokens)
         admission.reserve_tokens(parsed.prompt_tokens + completion)
@@ -206,16 +226,17 @@ class GatewayService:
             meter.release()
             log.info(
                 "upstream %s refused request %s with %s",
-                result.route.id, meter.request_id, result.response.status_code,
+                result.route.id, meter.request_id, result.response.status,
             )
             media = result.response.headers.get("content-type", "application/json")
-            return Response(result.body, result.response.status_code, headers, media_type=media)
+            return Response(result.body, result.response.status, headers, media_type=media)
         if result.events is not None:
             headers["cache-control"] = "no-cache"
             headers["x-accel-buffering"] = "no"
             return RelayResponse(StreamRelay(self._deps, parsed, result, meter), headers)
         usage = usage_of_body(result.parsed or {}, parsed.prompt_tokens)
         charged = meter.settle(result.route, usage, "ok", result.ttfb_ms)
+        self._deps.metrics.served(meter.model, result.route.id, meter.elapsed_ms(), result.ttfb_ms)
         # What the ledger books: the charge rounded once to whole micro-dollars.
         headers["x-cambist-cost"] = format_decimal(quantize_usd(charged))
         return Response(result.body, 200, headers, media_type="application/json")

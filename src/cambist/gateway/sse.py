@@ -1,46 +1,53 @@
 """Server-sent events framing, as OpenAI-compatible servers stream it.
 
 An event is one or more ``field: value`` lines ended by a blank line; the
-gateway forwards each event as it arrives with its framing intact.
+gateway forwards each event as it arrives with its framing intact. Events are
+handled as bytes (split off the wire by :func:`cambist.gateway.pool.split_events`,
+line ends normalised to ``\\n``), never decoded to text on the way through.
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
 
 import orjson
 
 from cambist.gateway.errors import error_body
 
-__all__ = ["DONE", "encode_event", "error_event", "event_data", "sse_events"]
+__all__ = ["DONE", "encode_event", "error_event", "event_data", "may_carry"]
 
 DONE = b"data: [DONE]\n\n"
 
 
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Group decoded lines into events (the lines of one event joined by ``\\n``)."""
-    buf: list[str] = []
-    async for line in lines:
-        if line:
-            buf.append(line)
-        elif buf:
-            yield "\n".join(buf)
-            buf = []
-    if buf:
-        yield "\n".join(buf)
-
-
-def event_data(event: str) -> str | None:
+def event_data(event: bytes) -> bytes | None:
     """The ``data`` payload of an event, or ``None`` if it has none (comments, pings)."""
-    values = [
-        line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:")
-    ]
-    return "\n".join(values) if values else None
+    if event.startswith(b"data: ") and b"\n" not in event:
+        return event[6:]  # the usual one-line event, without a list and a join
+    values = [line[5:].removeprefix(b" ") for line in event.split(b"\n")
+              if line.startswith(b"data:")]
+    return b"\n".join(values) if values else None
 
 
-def encode_event(event: str) -> bytes:
+def encode_event(event: bytes) -> bytes:
     """An event back on the wire, blank-line terminated."""
-    return f"{event}\n\n".encode()
+    return event + b"\n\n"
+
+
+def may_carry(data: bytes, key: bytes) -> bool:
+    """Whether the JSON ``data`` may hold a non-null ``key`` (``b'"usage":'``).
+
+    A cheap scan so the relay parses only chunks that can matter to metering:
+    ``False`` is certain (no occurrence, or each followed by ``null``; inside a
+    JSON string the quotes would be escaped, so text never matches); ``True``
+    may be a false alarm (a nested key of the same name), which the caller
+    settles by parsing."""
+    at = data.find(key)
+    while at >= 0:
+        end = at + len(key)
+        while data[end:end + 1] == b" ":
+            end += 1
+        if not data.startswith(b"null", end):
+            return True
+        at = data.find(key, end)
+    return False
 
 
 def error_event(message: str) -> bytes:

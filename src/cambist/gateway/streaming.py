@@ -1,9 +1,11 @@
 """The streaming relay: upstream SSE events forwarded to the client as they arrive.
 
-Each event goes out with its framing intact the moment it is read. The relay
-watches the events it forwards only to meter them: the final usage chunk (sent
+Each event goes out with its framing intact the moment it is read (the
+events one network read brought go out in one write). The relay watches the
+events it forwards only to meter them: the final usage chunk (sent
 on only if the client asked for it) and the generated text per choice, which
-is counted as delivered once the client has taken the chunk. A stream that
+is counted as delivered once the client has taken the chunk (kept as raw
+bytes and parsed only if the stream ends without a usage report). A stream that
 ends with ``[DONE]`` settles as ``ok``; one that breaks ends with an
 OpenAI-style error event and ``[DONE]`` and settles as ``partial``, charging
 only what was delivered; so does a client that goes away.
@@ -13,9 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
-import httpx
 import orjson
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
@@ -24,8 +24,9 @@ from starlette.types import Receive, Scope, Send
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import log_unexpected
 from cambist.gateway.metering import Meter, TextTally, Usage, usage_from
+from cambist.gateway.pool import TransportError
 from cambist.gateway.protocol import ParsedRequest
-from cambist.gateway.sse import DONE, encode_event, error_event, event_data
+from cambist.gateway.sse import DONE, encode_event, error_event, event_data, may_carry
 from cambist.gateway.upstream import UpstreamResult, close_quietly
 
 __all__ = ["RelayResponse", "StreamRelay"]
@@ -33,6 +34,18 @@ __all__ = ["RelayResponse", "StreamRelay"]
 log = logging.getLogger("cambist.gateway")
 
 BROKEN_MESSAGE = "the upstream stream broke before it finished; the response is incomplete"
+
+
+def _drop_null_usage(data: bytes) -> bytes:
+    """``data`` without its top-level ``"usage": null`` member (as compact JSON
+    writers, orjson and pydantic, emit it: last member, or followed by a comma)."""
+    for member in (b',"usage":null', b', "usage": null'):
+        if member in data:
+            return data.replace(member, b"", 1)
+    for member in (b'"usage":null,', b'"usage": null, '):
+        if member in data:
+            return data.replace(member, b"", 1)
+    return data
 
 
 class StreamRelay:
@@ -46,34 +59,36 @@ class StreamRelay:
         self._result = result
         self._meter = meter
         self._ttft_ms = result.ttfb_ms
-        self._delivered = TextTally()
-        self._pending: list[Any] = []
+        self._delivered: list[bytes] = []
+        self._pending: list[bytes] = []
         self._usage: Usage | None = None
         self._done = False
         self._upstream_error = False
         self._finished = False
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """The bytes to send the client, event by event."""
+        """The bytes to send the client: each read's events in one write."""
         events = self._result.events
-        event = self._result.first_event
-        while event is not None and events is not None:
-            out = self._take(event)
-            if out is not None:
+        batch = self._result.first_events
+        while batch is not None and events is not None:
+            out = self._take_all(batch)
+            if out:
                 yield out
             self._commit()  # the client took the chunk: it counts as delivered
             if self._done:
                 return
             try:
-                event = await anext(events)
+                batch = await anext(events)
             except StopAsyncIteration:
-                event = None
-            except httpx.HTTPError as exc:
+                batch = None
+            except TransportError as exc:
                 log.warning(
                     "upstream %s broke mid-stream (request %s): %s",
-                    self._result.route.id, self._meter.request_id, type(exc).__name__,
+                    self._result.route.id, self._meter.request_id, exc.reason,
                 )
-                event = None
+                self._deps.metrics.upstream_error(self._meter.model, self._result.route.id,
+                                                  f"stream_{exc.reason}")
+                batch = None
         if self._usage is not None and not self._upstream_error:
             self._settle_ok()  # ended after its usage chunk without [DONE]
             yield DONE
@@ -82,18 +97,40 @@ class StreamRelay:
         self._settle_partial()
         yield error_event(BROKEN_MESSAGE)
 
-    def _take(self, event: str) -> bytes | None:
+    def _take_all(self, batch: list[bytes]) -> bytes:
+        """What to forward of one batch (up to and including ``[DONE]``)."""
+        if len(batch) == 1:
+            return self._take(batch[0]) or b""
+        out = []
+        for event in batch:
+            data = self._take(event)
+            if data is not None:
+                out.append(data)
+            if self._done:
+                break
+        return b"".join(out)
+
+    def _take(self, event: bytes) -> bytes | None:
         """Inspect one event; return what to forward (``None`` drops it)."""
         data = event_data(event)
         if data is None:
             return encode_event(event)
-        if data.strip() == "[DONE]":
+        if data.strip() == b"[DONE]":
             self._done = True
             if self._upstream_error:
                 self._settle_partial()
             else:
                 self._settle_ok()
             return DONE
+        if b'"error"' not in data and not may_carry(data, b'"usage":'):
+            # A plain content chunk: its text is counted only if it is ever
+            # needed (no usage reported), so most streams never parse it.
+            self._pending.append(data)
+            if not self._request.client_wants_usage and b'"usage"' in data:
+                # Usage was asked upstream only to meter: the client did not ask,
+                # so its chunks carry no usage field, as OpenAI's do.
+                return b"data: " + _drop_null_usage(data) + b"\n\n"
+            return encode_event(event)
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -109,24 +146,30 @@ class StreamRelay:
             self._usage = usage_from(usage) or self._usage
             if not choices and not self._request.client_wants_usage:
                 return None
-        if isinstance(choices, list):
-            self._pending.extend(choices)
+        if isinstance(choices, list) and choices:
+            self._pending.append(data)
         return encode_event(event)
 
+    def _delivered_tokens(self) -> tuple[int, int]:
+        tally = TextTally()
+        for data in self._delivered:
+            tally.add_chunk(data)
+        return tally.tokens()
+
     def _commit(self) -> None:
-        for choice in self._pending:
-            self._delivered.add_choice(choice)
-        self._pending.clear()
+        if self._pending:
+            self._delivered += self._pending
+            self._pending.clear()
 
     def _settle_ok(self) -> None:
         usage = self._usage
         if usage is None:
-            completion, reasoning = self._delivered.tokens()
+            completion, reasoning = self._delivered_tokens()
             usage = Usage(self._request.prompt_tokens, completion, reasoning)
         self._settle(usage, "ok")
 
     def _settle_partial(self) -> None:
-        completion, reasoning = self._delivered.tokens()
+        completion, reasoning = self._delivered_tokens()
         self._settle(Usage(self._request.prompt_tokens, completion, reasoning), "partial")
 
     def _settle(self, usage: Usage, status: str) -> None:
@@ -134,6 +177,8 @@ class StreamRelay:
         # the wallet keeps the hold when settling fails.
         try:
             self._meter.settle(self._result.route, usage, status, self._ttft_ms)
+            self._deps.metrics.served(self._meter.model, self._result.route.id,
+                                      self._meter.elapsed_ms(), self._ttft_ms)
         except Exception as exc:
             log_unexpected(log, exc, f"settling stream request {self._meter.request_id} failed")
 
@@ -152,6 +197,7 @@ class StreamRelay:
                 self._settle_partial()
         finally:
             self._deps.routes.release(self._result.route)
+            self._deps.metrics.finished()
             await close_quietly(self._result.response)
 
 

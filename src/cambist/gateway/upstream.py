@@ -12,7 +12,7 @@ on a 429 or 503 keeps that endpoint out of routing until then. No attempt
 starts after the request's retry budget is spent. A stream counts as started
 once its first event has arrived; a non-streamed response once its whole
 body is read and parsed. Other 4xx answers are the caller's problem and are
-passed back as they are. httpx errors are translated here and nowhere else.
+passed back as they are. Transport errors arrive translated by :mod:`.pool`.
 """
 
 from __future__ import annotations
@@ -25,18 +25,16 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import anyio
-import httpx
 import orjson
 
 from cambist.domain.events import EventKind
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import AttemptFailure, NoHealthyEndpoint, UpstreamFailed
 from cambist.gateway.policy import Target
-from cambist.gateway.privacy import enforce_allow_list, upstream_headers
+from cambist.gateway.pool import TransportError, UpstreamResponse
+from cambist.gateway.privacy import upstream_headers
 from cambist.gateway.protocol import Kind, ParsedRequest
 from cambist.gateway.routing import EndpointRoute
-from cambist.gateway.sse import sse_events
 
 __all__ = ["MAX_RETRY_AFTER_S", "PATHS", "Attempts", "UpstreamResult", "close_quietly",
            "forward", "retry_after_seconds"]
@@ -55,20 +53,21 @@ PATHS: dict[Kind, str] = {
 class UpstreamResult:
     """A started upstream response.
 
-    Streams carry the open ``response``, the ``first_event`` and the iterator
-    of the rest (``events``); the caller must close the response. Complete
+    Streams carry the open ``response``, the first batch of events
+    (``first_events``: what the first read brought) and the iterator of the
+    rest (``events``, batch by batch); the caller must close the response. Complete
     responses carry ``body`` (and ``parsed`` when 2xx); their response is closed.
     ``passthrough`` marks an upstream 4xx returned to the client unchanged.
     """
 
     route: EndpointRoute
-    response: httpx.Response
+    response: UpstreamResponse
     attempts: int
     ttfb_ms: float
     body: bytes = b""
     parsed: dict[str, Any] | None = None
-    first_event: str | None = None
-    events: AsyncIterator[str] | None = None
+    first_events: list[bytes] | None = None
+    events: AsyncIterator[list[bytes]] | None = None
     passthrough: bool = False
 
 
@@ -115,19 +114,11 @@ def _fail(route: EndpointRoute, reason: str, *, opens_circuit: bool = True,
     )
 
 
-async def close_quietly(response: httpx.Response) -> None:
-    """Close an upstream response even while the caller is being cancelled."""
-    with anyio.CancelScope(shield=True):
-        with contextlib.suppress(httpx.HTTPError):
-            await response.aclose()
-
-
-def _transport_reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect"
-    return "read"
+async def close_quietly(response: UpstreamResponse) -> None:
+    """Give an upstream response's connection back (closing it when the body
+    was not read to the end); never raises, safe while being cancelled."""
+    with contextlib.suppress(Exception):
+        response.close()
 
 
 async def forward(
@@ -167,6 +158,7 @@ async def forward(
             table.record_failure(route, open_circuit=exc.failure.opens_circuit,
                                  retry_after_s=exc.failure.retry_after_s)
             attempts.failures.append(exc.failure)
+            deps.metrics.upstream_error(target.model, route.id, exc.failure.reason)
             _emit(deps, request_id, target.model, route, attempt, score, exc.failure.reason)
             continue
         except BaseException:
@@ -177,6 +169,7 @@ async def forward(
             table.release(route)
         if not result.passthrough:
             table.record_success(route, result.ttfb_ms)
+        deps.metrics.chose(target.model, route.id, route.supplier)
         _emit(deps, request_id, target.model, route, attempt, score, "ok")
         return result
     if len(attempts.failures) == before:
@@ -217,22 +210,21 @@ async def _attempt(
     request_id: str,
     started: float,
 ) -> UpstreamResult:
-    http_request = deps.http.build_request(
-        "POST",
-        route.url(PATHS[request.kind]),
-        content=payload,
-        headers=upstream_headers(request.privacy, request_id, route.headers),
-        timeout=deps.settings.timeout(),
-    )
-    enforce_allow_list(http_request)
+    settings = deps.settings
+    # upstream_headers builds the whole allow-listed set; the pool adds only
+    # host, content-length, accept and accept-encoding (all allow-listed).
+    headers = upstream_headers(request.privacy, request_id, route.headers)
     try:
-        response = await deps.http.send(http_request, stream=True)
-    except httpx.HTTPError as exc:
-        raise _fail(route, _transport_reason(exc)) from None
+        response = await deps.upstream.post(
+            route.url(PATHS[request.kind]), payload, headers,
+            connect_s=settings.upstream_connect_timeout_s,
+            read_s=settings.upstream_read_timeout_s)
+    except TransportError as exc:
+        raise _fail(route, exc.reason) from None
     ttfb_ms = (time.monotonic() - started) * 1000.0
     result = UpstreamResult(route, response, 0, ttfb_ms)
     try:
-        status = response.status_code
+        status = response.status
         wait = (retry_after_seconds(response.headers.get("retry-after"), deps.clock.now())
                 if status in (429, 503) else None)
         if status >= 500 or status in (401, 403):
@@ -240,21 +232,22 @@ async def _attempt(
         if status in (408, 429):
             raise _fail(route, f"status_{status}", opens_circuit=False, retry_after_s=wait)
         if status >= 300:
-            result.body = await response.aread()
+            result.body = await response.read()
             result.passthrough = True
         elif request.stream:
-            result.events = sse_events(response.aiter_lines())
-            result.first_event = await anext(result.events)
+            result.events = response.events(route.stream_idle_timeout_s
+                                             or settings.stream_idle_timeout_s)
+            result.first_events = await anext(result.events)
             result.ttfb_ms = (time.monotonic() - started) * 1000.0
         else:
-            result.body = await response.aread()
+            result.body = await response.read()
             parsed = orjson.loads(result.body)
             if not isinstance(parsed, dict):
                 raise _fail(route, "bad_json")
             result.parsed = parsed
-    except httpx.HTTPError as exc:
+    except TransportError as exc:
         await close_quietly(response)
-        raise _fail(route, _transport_reason(exc)) from None
+        raise _fail(route, exc.reason) from None
     except StopAsyncIteration:
         await close_quietly(response)
         raise _fail(route, "empty") from None

@@ -7,60 +7,35 @@ journal entry per newly inserted, non-zero-price row (kind ``usage``, key
 ``usage:{request_id}``: debit ``tenant:{id}``, credit
 ``platform:revenue:inference``). A crash before the commit leaves the
 position where it was, so the batch is read again; the unique keys make the
-second attempt charge nothing twice.
+second attempt charge nothing twice. The rows are written in bulk
+(:mod:`cambist.ledger.usage_bulk`). With a :class:`UsageReporter` (shared
+credit through Redis), each batch is reported before its transaction opens.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cambist.domain.money import to_micros
+from cambist.domain.clock import Clock, SystemClock
 from cambist.domain.usage import UsageRecord
-from cambist.ledger._sql import insert_ignore
-from cambist.ledger.accounts import REVENUE_INFERENCE, tenant_account
-from cambist.ledger.journal import Entry, Journal
+from cambist.ledger.journal import Journal
 from cambist.ledger.outbox import OutboxPosition, UsageOutbox, read_position
-from cambist.store.schema import usage
+from cambist.ledger.usage_bulk import usage_row, write_usage
 
-__all__ = ["OutboxFlusher", "usage_row"]
+__all__ = ["OutboxFlusher", "UsageReporter", "usage_row"]
 
 _BATCH_BYTES = 1 << 20
 _ROTATE_BYTES = 8 << 20
 
 
-def usage_row(record: UsageRecord) -> dict:
-    """The ``usage`` table row of a record (money rounded once to micro-dollars)."""
-    return {
-        "request_id": record.request_id,
-        "tenant_id": record.tenant_id,
-        "key_id": record.key_id,
-        "model": record.model,
-        "endpoint_id": record.endpoint_id,
-        "supplier": record.supplier,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "reasoning_tokens": record.reasoning_tokens,
-        "price_micros": to_micros(record.price),
-        "compute_cost_micros": to_micros(record.compute_cost),
-        "price_version": record.price_version,
-        "status": record.status,
-        "created_at": record.created_at,
-        "latency_ms": record.latency_ms,
-        "ttft_ms": record.ttft_ms,
-        "stream": record.stream,
-    }
+class UsageReporter(Protocol):
+    """Told each batch before it is committed (the shared wallet moves its charges
+    into Redis); must be idempotent per byte range, since a crash between the
+    report and the commit reports the range again."""
 
-
-def _usage_entry(record: UsageRecord) -> Entry:
-    price = Decimal(record.price)
-    return Entry(
-        f"usage:{record.request_id}",
-        "usage",
-        [(tenant_account(record.tenant_id), price), (REVENUE_INFERENCE, -price)],
-        f"{record.model} {record.prompt_tokens}+{record.completion_tokens} tok",
-    )
+    async def report(self, outbox: UsageOutbox, start: int, end: int) -> None: ...
 
 
 class OutboxFlusher:
@@ -77,6 +52,8 @@ class OutboxFlusher:
         *,
         batch_bytes: int = _BATCH_BYTES,
         rotate_bytes: int = _ROTATE_BYTES,
+        reporter: UsageReporter | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.outbox = outbox
         self.interval_s = interval_s
@@ -85,6 +62,8 @@ class OutboxFlusher:
         self._batch_bytes = batch_bytes
         self._rotate_bytes = rotate_bytes
         self._position: OutboxPosition | None = None
+        self.reporter = reporter
+        self._clock = clock or SystemClock()  # stamps the journal entries
         self.flushed = 0  # records committed by this flusher (duplicates included)
 
     async def step(self, now: float) -> None:
@@ -124,6 +103,8 @@ class OutboxFlusher:
         new = OutboxPosition(self.outbox.generation, end)
         if new == old:
             return 0
+        if self.reporter is not None:
+            await self.reporter.report(self.outbox, start, end)
         async with self._engine.begin() as conn:
             if not await old.advance(conn, self.outbox.offset_key, new):
                 self._position = None  # moved elsewhere: re-read before the next try
@@ -137,21 +118,7 @@ class OutboxFlusher:
         return max(len(records), 1 if end > start else 0)
 
     async def _write(self, conn: AsyncConnection, records: list[UsageRecord]) -> None:
-        unique: dict[str, UsageRecord] = {}
-        for r in records:
-            unique.setdefault(r.request_id, r)
-        if not unique:
-            return
-        stmt = insert_ignore(conn, usage, ["request_id"]).returning(usage.c.request_id)
-        rows = [usage_row(r) for r in unique.values()]
-        inserted = {rid for (rid,) in (await conn.execute(stmt, rows)).all()}
-        entries = [
-            _usage_entry(r)
-            for rid, r in unique.items()
-            if rid in inserted and to_micros(r.price) != 0
-        ]
-        if entries:
-            await self._journal.post_in(conn, entries)
+        await write_usage(conn, self._journal, records, self._clock.now())
 
     async def _rotate(self, min_bytes: int) -> None:
         old = await self._current()

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cambist.domain.billing import Principal, Scope
 from cambist.domain.clock import Clock
+from cambist.domain.endpoint import format_tier_list, meet_tiers, parse_tier_list
 from cambist.domain.errors import Conflict, InvalidRequest, NotFound
 from cambist.domain.ids import new_id
 from cambist.ledger._sql import insert_ignore
@@ -43,7 +44,8 @@ _SECRET_KEY = "server_secret"
 _PREFIX_LEN = 10
 _MAX_SECRET_LEN = 256
 _C = api_keys.c
-_INFO = (_C.id, _C.tenant_id, _C.scope, _C.name, _C.prefix, _C.created_at, _C.revoked_at)
+_INFO = (_C.id, _C.tenant_id, _C.scope, _C.name, _C.prefix, _C.created_at, _C.revoked_at,
+         _C.privacy_tiers)
 
 
 async def ensure_server_secret(engine: AsyncEngine) -> bytes:
@@ -60,6 +62,12 @@ async def ensure_server_secret(engine: AsyncEngine) -> bytes:
             await conn.execute(select(settings.c.value).where(settings.c.key == _SECRET_KEY))
         ).scalar_one()
     return bytes.fromhex(value)
+
+
+def _require_some(tiers: frozenset[str] | None) -> None:
+    if tiers is not None and not tiers:
+        raise InvalidRequest("allow at least one privacy tier (or none to allow any)",
+                             param="privacy_tiers")
 
 
 class Keyring:
@@ -127,11 +135,14 @@ class Keyring:
         *,
         conn: AsyncConnection | None = None,
         seed: str | None = None,
+        privacy_tiers: frozenset[str] | None = None,
     ) -> tuple[str, str]:
         """Create a key; returns ``(key_id, secret)``. The secret is never stored.
 
         ``scope`` is ``admin`` (platform-wide, ``tenant_id`` must be ``None``),
-        ``tenant-admin`` or ``inference`` (both need an existing tenant)."""
+        ``tenant-admin`` or ``inference`` (both need an existing tenant).
+        ``privacy_tiers`` limits the tiers its requests may use (``None``: any,
+        within its tenant's policy)."""
         if scope not in SCOPES:
             raise InvalidRequest(
                 f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}", param="scope"
@@ -144,6 +155,7 @@ class Keyring:
                                  param="tenant_id")
         if len(name) > 128:
             raise InvalidRequest("a key name must have at most 128 characters", param="name")
+        _require_some(privacy_tiers)
         key_id = new_id("key")
         secret = self.derived_secret(key_id, seed) if seed else "cb-" + secrets.token_urlsafe(32)
         digest = self._hash(secret)
@@ -156,6 +168,7 @@ class Keyring:
             "secret_hash": digest,
             "created_at": self._clock.now(),
             "revoked_at": None,
+            "privacy_tiers": format_tier_list(privacy_tiers),
         }
         if conn is not None:
             if tenant_id is not None:
@@ -168,9 +181,7 @@ class Keyring:
             async with self._engine.begin() as own:
                 await own.execute(insert(api_keys), row)
         if conn is None:
-            principal = Principal(key_id, tenant_id, cast(Scope, scope))
-            self._by_hash = {**self._by_hash, digest: (digest, principal)}
-            self._changes += 1
+            await self.refresh()  # the tenant's policy applies to the new key at once
         return key_id, secret
 
     @staticmethod
@@ -217,7 +228,8 @@ class Keyring:
             if revoked.rowcount != 1:
                 raise Conflict(f"API key {key_id} is revoked; create a new key instead")
             new = await self.create_key(old["tenant_id"], old["scope"], old["name"],
-                                        conn=tx, seed=seed)
+                                        conn=tx, seed=seed,
+                                        privacy_tiers=parse_tier_list(old["privacy_tiers"]))
         if conn is None:
             await self.refresh()
         return new
@@ -254,10 +266,35 @@ class Keyring:
             row = (await conn.execute(q)).first()
         return dict(row._mapping) if row is not None else None
 
+    async def set_privacy(self, *, key_id: str | None = None, tenant_id: str | None = None,
+                          tiers: frozenset[str] | None) -> None:
+        """Set the tiers one key, or every key of one tenant, may use (``None``: any).
+        Applies in this process at once and in every other within a refresh."""
+        if (key_id is None) == (tenant_id is None):
+            raise ValueError("name exactly one of key_id and tenant_id")
+        _require_some(tiers)
+        stored = format_tier_list(tiers)
+        async with self._engine.begin() as conn:
+            if key_id is not None:
+                done = await conn.execute(update(api_keys).where(_C.id == key_id)
+                                          .values(privacy_tiers=stored))
+                missing = NotFound(f"no API key {key_id!r}", param="key_id")
+            else:
+                done = await conn.execute(update(tenants).where(tenants.c.id == tenant_id)
+                                          .values(privacy_tiers=stored))
+                missing = NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
+            if done.rowcount != 1:
+                raise missing
+        self._changes += 1
+        await self.refresh()
+
     async def refresh(self) -> None:
         """Reload every non-revoked key into the in-memory map (swapped atomically)."""
         c = api_keys.c
-        q = select(c.id, c.tenant_id, c.scope, c.secret_hash).where(c.revoked_at.is_(None))
+        q = (select(c.id, c.tenant_id, c.scope, c.secret_hash, c.privacy_tiers,
+                    tenants.c.privacy_tiers.label("tenant_tiers"))
+             .select_from(api_keys.outerjoin(tenants, tenants.c.id == c.tenant_id))
+             .where(c.revoked_at.is_(None)))
         while True:
             seen = self._changes
             async with self._engine.connect() as conn:
@@ -265,7 +302,10 @@ class Keyring:
             if seen == self._changes:
                 break
         self._by_hash = {
-            h: (h, Principal(kid, tid, cast(Scope, scope))) for kid, tid, scope, h in rows
+            r.secret_hash: (r.secret_hash, Principal(
+                r.id, r.tenant_id, cast(Scope, r.scope),
+                meet_tiers(parse_tier_list(r.privacy_tiers), parse_tier_list(r.tenant_tiers))))
+            for r in rows
         }
 
     def authenticate(self, secret: str) -> Principal | None:

@@ -11,14 +11,16 @@ used-up offer are placed again together, in both orders. ``THOROUGH`` effort
 (small problems) also tries other workload orders and a start that adds the
 LP relaxation's shadow price of capacity to every offer's price, so contested
 offers go to the workloads that gain most from them; the best plan wins.
-``FAST`` effort (large problems) places each workload once.
+``FAST`` effort (large problems) places each workload once. Restarts after
+the second construct on noisy prices (``NOISE``), so contested offers land
+elsewhere and the search leaves the first local optimum.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from cambist.placement.instance import FloatArray, Instance, IntArray
 from cambist.placement.local import SubProblem, solve_sub
 from cambist.placement.milp import Relaxation, relax
 
-__all__ = ["BALANCED", "FAST", "THOROUGH", "Effort", "HeuristicResult", "effort_for",
+__all__ = ["BALANCED", "FAST", "THOROUGH", "TINY", "Effort", "HeuristicResult", "effort_for",
            "solve_heuristic"]
 
 
@@ -45,25 +47,37 @@ class Effort:
     lp_start: bool
 
 
+TINY = Effort(ratio_min=24, price_short=8, coverage=2.0, tries=2, add_tries=8, passes=3,
+              pair_moves=300, restarts=24, lp_start=True)
 THOROUGH = Effort(ratio_min=24, price_short=8, coverage=2.0, tries=2, add_tries=8, passes=3,
                   pair_moves=300, restarts=2, lp_start=True)
 BALANCED = Effort(ratio_min=16, price_short=6, coverage=1.5, tries=2, add_tries=6, passes=2,
-                  pair_moves=100, restarts=0, lp_start=True)
+                  pair_moves=100, restarts=3, lp_start=True)
 FAST = Effort(ratio_min=12, price_short=4, coverage=1.5, tries=1, add_tries=0, passes=1,
               pair_moves=0, restarts=0, lp_start=False)
 
 
 def effort_for(inst: Instance) -> Effort:
-    """``THOROUGH`` for small problems, ``BALANCED`` up to 300,000 pairs, else ``FAST``."""
+    """``TINY`` (many workload orders) for a handful of workloads on a few hundred pairs,
+    ``THOROUGH`` for small problems, ``BALANCED`` up to 300,000 pairs (without
+    restarts beyond 300 workloads), else ``FAST``."""
+    if len(inst.workloads) <= 8 and inst.pairs <= 400:
+        return TINY
     if len(inst.workloads) <= 30 and inst.pairs <= 20_000:
         return THOROUGH
-    return BALANCED if inst.pairs <= 300_000 else FAST
+    if inst.pairs > 300_000:
+        return FAST
+    # Restarts pay on a hundred contended workloads, not on a thousand (time).
+    return BALANCED if len(inst.workloads) <= 300 else replace(BALANCED, restarts=0)
 
 
 SHORTLIST_MAX = 48
 """Most offers taken by $/token (units per offer make up the coverage beyond it)."""
 CURRENT_DISCOUNT = 1e-7
 """Relative price cut on units a workload already holds: breaks ties toward fewer moves."""
+
+NOISE = 0.5
+"""Relative price noise in restarts after the first two (``Effort.restarts``)."""
 
 HeuristicResult = tuple[list[dict[int, int] | None], dict[int, str]]
 """Per workload: offer index -> units (``None`` when it failed), and why it failed."""
@@ -133,7 +147,8 @@ class _Search:
         wl = inst.workloads[w]
         offers = inst.cand[w][pos]
         p = inst.price[offers].copy()
-        if self.shift is not None:
+        if self.shift is not None and (wl.budget_per_hour is None or self.shift.min() >= 0):
+            # A budget is checked on the sub-problem's prices: never on prices cut.
             p += self.shift[offers]
         if inst.current[w]:
             p[np.isin(offers, list(inst.current[w]))] *= 1 - CURRENT_DISCOUNT
@@ -297,19 +312,26 @@ def solve_heuristic(inst: Instance, effort: Effort | None = None) -> HeuristicRe
     """Place every workload of ``inst``; see the module docstring.
 
     With ``effort.restarts``, more workload orders are tried (the first by
-    demand, the rest shuffled with a fixed seed) and the best plan is kept.
+    demand, the rest shuffled with a fixed seed; from the third on, constructed
+    on prices with seeded noise) and the best plan is kept.
     """
     effort = effort or effort_for(inst)
     order = sorted(range(len(inst.workloads)), key=lambda w: (
         int(inst.avail[inst.cand[w]].sum()), -inst.workloads[w].tokens_per_s, w))
     best = _run(inst, effort, order)
     rng = random.Random(0)
+    noise = np.random.default_rng(0)
     for r in range(effort.restarts if len(order) > 1 else 0):
+        shift = None
         if r == 0:
             order = sorted(order, key=lambda w: -inst.workloads[w].tokens_per_s)
         else:
             rng.shuffle(order)
-        other = _run(inst, effort, order)
+        if r >= 2:
+            # Perturbed prices while constructing: contested offers land with other
+            # workloads, so restarts reach other local optima, not the same one.
+            shift = inst.price * noise.uniform(-NOISE, NOISE, len(inst.price))
+        other = _run(inst, effort, order, shift)
         if _score(other) < _score(best):
             best = other
     lp = relax(inst) if effort.lp_start else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,9 @@ class Instance:
     """Per workload: offer index -> units in force (``Policy.current``)."""
     reasons: dict[str, str]
     """Workloads set aside, with why."""
+    group: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per offer: its group of interchangeable offers (same SKU, count, supplier, region
+    and privacy tiers), which differ only in price and units; the MILP aggregates them."""
 
     @property
     def pairs(self) -> int:
@@ -192,7 +195,10 @@ def build_instance(demand: Sequence[WorkloadDemand], offers: Sequence[Offer],
     avail = np.array([o.available for o in usable], dtype=np.int64)
     suppliers, sup = _index([o.supplier for o in usable])
     by_id = {o.id: i for i, o in enumerate(usable)}
-    inst = Instance(usable, b.price, avail, sup, suppliers, [], [], [], [], [], {})
+    tiers = [",".join(sorted(policy.tiers(o.id, o.supplier))) for o in usable]
+    _, group = _index([f"{o.sku}\x00{o.gpu_count}\x00{o.supplier}\x00{o.region}\x00{t}"
+                       for o, t in zip(usable, tiers, strict=True)])
+    inst = Instance(usable, b.price, avail, sup, suppliers, [], [], [], [], [], {}, group)
     seen: set[str] = set()
     for w in demand:
         if w.name in seen:

@@ -266,8 +266,36 @@ def _capped_fill(sp: SubProblem, n: int) -> list[int] | None:
     return x if got >= sp.demand - EPS else None
 
 
+ANCHORS = 12
+"""Offers (best $/token first) tried as the anchor of a share-capped workload."""
+
+
+def _anchor_starts(sp: SubProblem) -> list[list[int]]:
+    """Share-capped starts built around one offer: as many of its units as the demand
+    needs, then the cheapest units of other suppliers the cap asks for. The plain
+    constructions fill by $/token and miss "one big unit plus the cheapest small one
+    elsewhere", which no single swap reaches from them."""
+    out = []
+    for a in range(min(ANCHORS, len(sp.p))):
+        k = min(sp.cap[a], max(1, math.ceil((sp.demand - EPS) / sp.t[a])))
+        n = max(sp.min_replicas, math.ceil(k / sp.share - 1e-9))
+        x = [0] * len(sp.p)
+        x[a] = k
+        per = [0] * (max(sp.s) + 1)
+        per[sp.s[a]] = k
+        lim = sp.limit(n)
+        for j in sp.by_price:
+            room = min(sp.cap[j] - x[j], lim - per[sp.s[j]], n - sum(x))
+            if room > 0:
+                x[j] += room
+                per[sp.s[j]] += room
+        if sp.served(x) >= sp.demand - EPS:
+            out.append(x)
+    return out
+
+
 def _share_starts(sp: SubProblem, hint: int) -> list[list[int]]:
-    """Share-respecting starts for replica counts around ``hint``."""
+    """Share-respecting starts for replica counts around ``hint``, and anchored ones."""
     if sp.share >= 1:
         return []
     low = max(sp.min_replicas, math.ceil(1 / sp.share - 1e-9), 1)
@@ -276,7 +304,7 @@ def _share_starts(sp: SubProblem, hint: int) -> list[list[int]]:
         x = _capped_fill(sp, n)
         if x is not None:
             out.append(x)
-    return out
+    return out + _anchor_starts(sp)
 
 
 def solve_sub(sp: SubProblem, tries: int = 2) -> list[int] | None:

@@ -46,6 +46,10 @@ def _workload_plan(inst: Instance, w: int, units: dict[int, int]) -> WorkloadPla
     return WorkloadPlan(inst.workloads[w].name, tuple(rows), True)
 
 
+def _cost(inst: Instance, units: Sequence[dict[int, int] | None]) -> float:
+    return sum(float(inst.price[o]) * u for x in units for o, u in (x or {}).items())
+
+
 def _choose(inst: Instance, policy: Policy) \
         -> tuple[list[dict[int, int] | None], dict[int, str], MilpResult | None, str]:
     """Run the solver(s) the policy asks for: units per workload, failures, MILP result."""
@@ -57,6 +61,10 @@ def _choose(inst: Instance, policy: Policy) \
     res = solve_milp(inst, time_limit_s=policy.time_limit_s,
                      rel_gap=policy.mip_rel_gap, start=units)
     if res.units is not None:
+        if not failed and res.status != "optimal" and _cost(inst, units) < _cost(inst, res.units):
+            # HiGHS may stop before it has taken in the start (time limit during
+            # presolve): never return a plan dearer than the heuristic's.
+            return units, {}, MilpResult(None, "feasible", res.lower_bound), "heuristic"
         return list(res.units), {}, res, "milp"
     if res.status == "infeasible":
         failed = {w: _TOGETHER for w in failed} or {w: _TOGETHER for w in range(len(units))}

@@ -25,6 +25,7 @@ from sqlalchemy import (
 __all__ = [
     "api_keys",
     "deployments",
+    "endpoint_attestations",
     "endpoints",
     "events",
     "idempotency",
@@ -57,6 +58,8 @@ tenants = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(128), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
+    # Comma-separated privacy tiers its keys may use; NULL: any tier.
+    Column("privacy_tiers", String(80), nullable=True),
 )
 
 api_keys = Table(
@@ -70,6 +73,7 @@ api_keys = Table(
     Column("secret_hash", String(128), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("privacy_tiers", String(80), nullable=True),  # as tenants.privacy_tiers
 )
 
 journal_entries = Table(
@@ -169,6 +173,8 @@ deployments = Table(
     Column("created_at", Float, nullable=False),
     Column("max_price_per_mtok_micros", BigInteger, nullable=True),
     Column("client_token", String(128), nullable=True, unique=True),
+    # What placement is asked for (deploy.spec.DeploySpec as JSON); NULL: defaults.
+    Column("spec_json", Text, nullable=True),
 )
 
 replicas = Table(
@@ -262,4 +268,20 @@ idempotency = Table(
     Column("request_hash", String(64), nullable=False),
     Column("result", Text, nullable=False),  # JSON
     Column("created_at", Float, nullable=False, index=True),
+)
+
+# Endpoints that claim a trusted execution environment (the confidential tier):
+# the evidence format they were registered with and the latest verification.
+# An endpoint is confidential only while status is 'verified' and expires_at
+# lies ahead; a failed or expired check takes it out of that pool.
+endpoint_attestations = Table(
+    "endpoint_attestations",
+    metadata,
+    Column("endpoint_id", String(64), primary_key=True),
+    Column("format", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | verified | failed | revoked
+    Column("reason", String(200), nullable=True),
+    Column("measurement", String(128), nullable=True),
+    Column("checked_at", Float, nullable=True),
+    Column("expires_at", Float, nullable=True),
 )

@@ -1,4 +1,5 @@
-"""Session-scoped exchange shared by the end-to-end tests that allow it."""
+"""The session-scoped exchange shared by the end-to-end and dashboard tests that
+allow it (one `cambist up` per test run, however many directories use it)."""
 
 from __future__ import annotations
 

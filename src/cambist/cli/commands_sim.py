@@ -1,0 +1,102 @@
+"""``cambist sim``: run a scenario on the virtual clock and write its report.
+
+Unlike the other commands this one needs no running exchange: the simulator
+assembles the real components in process (see :mod:`cambist.sim`).
+
+The solver, the plotting library and the simulator itself are imported when
+the command runs, not when the CLI starts: they would add about a second to
+every other ``cambist`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cambist.cli.common import console, fail
+from cambist.cli.render import table
+from cambist.sim.scenario import ScenarioError, load_scenario, shipped_scenarios
+
+__all__ = ["register"]
+
+_COLUMNS = ("policy", "cost", "$/Mtok", "util", "p99 s", "SLO", "margin", "eff. margin")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.1f}%"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cambist sim`` to ``app``."""
+
+    @app.command("sim")
+    def sim(
+        scenario: Annotated[str, typer.Argument(
+            help=f"A shipped scenario ({', '.join(shipped_scenarios())}) or a scenario YAML "
+                 "file.")],
+        days: Annotated[float | None, typer.Option(
+            help="Simulated days (default: the scenario's).")] = None,
+        tenants: Annotated[int | None, typer.Option(
+            help="Number of tenants (default: the scenario's).")] = None,
+        seed: Annotated[int | None, typer.Option(
+            help="Random seed of demand and market (default: the scenario's).")] = None,
+        out: Annotated[Path, typer.Option(
+            help="Folder for report.md, the PNG plots and figures.json.")] = Path("sim-out"),
+        per_request: Annotated[bool, typer.Option(
+            "--per-request", help="Route every request singly (slow) instead of per "
+                                  "tenant-minute cohort.")] = False,
+    ) -> None:
+        """Simulate SCENARIO faster than real time; compare Cambist with the
+        dedicated, single-supplier and hindsight-oracle baselines."""
+        from cambist.sim.figures import run_figures
+        from cambist.sim.report import write_report
+        from cambist.sim.run import RunOptions, simulate
+
+        try:
+            sc = load_scenario(scenario)
+        except ScenarioError as exc:
+            raise fail(str(exc)) from None
+        n_days = sc.days if days is None else days
+        n_tenants = sc.tenants if tenants is None else tenants
+        if not 0.04 <= n_days <= 365:
+            raise fail("--days must be between 0.04 (one hour) and 365")
+        if not 1 <= n_tenants <= 10_000:
+            raise fail("--tenants must be between 1 and 10000")
+        if out.exists() and not out.is_dir():
+            raise fail(f"--out {out} is a file; give a folder path")
+        options = RunOptions(days=n_days, tenants=n_tenants,
+                             seed=sc.seed if seed is None else seed, per_request=per_request)
+        with console.status(f"simulating {sc.name}: {n_tenants} tenants, {n_days:g} days"):
+            try:
+                run = asyncio.run(simulate(sc, options))
+            except ValueError as exc:  # the scenario cannot be run as written
+                raise fail(str(exc)) from None
+            fig = run_figures(run)
+            try:
+                write_report(fig, out)
+            except OSError as exc:
+                raise fail(f"cannot write the report to {out} ({exc.strerror}); "
+                           "choose a writable --out folder") from None
+        rows = []
+        for name in ("dedicated", "single-supplier", "cambist", "oracle"):
+            p = fig["policies"].get(name)
+            if p is None:
+                continue
+            rows.append([name, f"${float(p['cost']):,.0f}", f"{float(p['cost_per_mtok']):.4f}",
+                         _pct(p["utilization"]), f"{p['ttft_p99_s']:.2f}",
+                         f"{p['slo_attainment'] * 100:.2f}%", _pct(p["compute_margin"]),
+                         _pct(p["effective_margin"])])
+        t = table(f"{sc.name}: {n_tenants} tenants, {n_days:g} days", _COLUMNS, rows,
+                  justify_right=_COLUMNS[1:])
+        t.columns[0].no_wrap = True  # a narrow terminal squeezes the other columns first
+        console.print(t)
+        console.print("p99 s: TTFT p99; SLO: requests within the TTFT SLO; margin: compute "
+                      "margin; eff. margin: effective margin (idle capacity charged)")
+        cap = fig.get("capture_ratio")
+        if cap is not None:
+            console.print(f"capture ratio {cap:.3f}")
+        console.print(f"simulated {run.simulated_s / 86400:.1f} days in {run.wall_s:.1f} s "
+                      f"({run.speedup:,.0f}x real time); report in {out}/report.md")

@@ -1,0 +1,178 @@
+"""The simulated market: real :class:`~cambist.providers.sim.SimSupplier` objects
+configured from the scenario, stepped on the virtual clock, and taped.
+
+Each scenario supplier is the shipped simulated supplier with the scenario's
+changes applied through its public constructor (profile, price levels of the
+listed GPUs only, provision delay = spin-up time, episode profile). Every
+market step lists the offers (on-demand ones; spot is left out of the study)
+and appends a row to the :class:`MarketTape`: each offer's realized price and
+the units available *to the platform* (what the supplier lists plus what the
+platform itself holds), which the baselines and the hindsight oracle read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from cambist.domain.offer import Offer
+from cambist.providers.base import SupplierLease
+from cambist.providers.catalog import price_levels_for
+from cambist.providers.lease_store import LeaseRecord, LeaseStore
+from cambist.providers.sim import SimSupplier
+from cambist.providers.sim_profiles import DEFAULT_EPISODES, PROFILES
+from cambist.sim.scenario import Scenario, SupplierSpec
+
+__all__ = ["Market", "MarketTape"]
+
+
+@dataclass(slots=True)
+class MarketTape:
+    """Offers seen and, per market step, their price per unit-hour and units available."""
+
+    offers: list[Offer] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    _rows: list[dict[int, tuple[float, int]]] = field(default_factory=list)
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def record(self, now: float, offers: list[Offer], held: dict[str, int]) -> None:
+        """Append the market at ``now``; ``held`` are the platform's own units per offer."""
+        row: dict[int, tuple[float, int]] = {}
+        for o in offers:
+            i = self._index.get(o.id)
+            if i is None:
+                i = self._index[o.id] = len(self.offers)
+                self.offers.append(o)
+            row[i] = (float(o.price_per_hour), o.available + held.get(o.id, 0))
+        self.times.append(now)
+        self._rows.append(row)
+
+    def index(self, offer_id: str) -> int:
+        """Column of an offer."""
+        return self._index[offer_id]
+
+    def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """``(price, avail)`` of shape ``(steps, offers)``; an absent offer has
+        ``avail == 0`` and its last known price (so costs stay finite)."""
+        steps, n = len(self._rows), len(self.offers)
+        price = np.zeros((steps, n))
+        avail = np.zeros((steps, n), dtype=np.int64)
+        last = np.array([float(o.price_per_hour) for o in self.offers])
+        for s, row in enumerate(self._rows):
+            for i, (p, a) in row.items():
+                last[i] = p
+                avail[s, i] = a
+            price[s] = last
+        return price, avail
+
+
+class _MemoryLeaseStore(LeaseStore):
+    """A supplier's lease book kept in memory only.
+
+    ``SimSupplier`` writes its whole lease book to JSON on every lease and
+    release, so a month of re-placements would spend most of the run
+    serializing; a simulation never restarts, so it needs no file. The
+    units held are tracked incrementally for the same reason. (The entry point
+    this wants in ``providers``: ``SimSupplier(..., lease_store=...)``.)"""
+
+    def __init__(self, supplier: str) -> None:
+        self.path = Path("/nonexistent")
+        self.supplier = supplier
+        self._leases: dict[str, LeaseRecord] = {}
+        self._by_token: dict[str, str] = {}
+        self._held: dict[str, int] = {}
+
+    def _save(self) -> None:
+        return None
+
+    def add(self, rec: LeaseRecord) -> None:
+        super().add(rec)
+        self._held[rec.offer_id] = self._held.get(rec.offer_id, 0) + 1
+
+    def release(self, supplier_lease_id: str, now: float) -> LeaseRecord:
+        before = self.get(supplier_lease_id).released_at
+        rec = super().release(supplier_lease_id, now)
+        if before is None and rec.released_at is not None:
+            self._held[rec.offer_id] -= 1
+        return rec
+
+    def units_held(self, now: float) -> dict[str, int]:
+        # Spot is left out of the study, so a lease holds its unit until released.
+        return {k: v for k, v in self._held.items() if v > 0}
+
+
+def _supplier(spec: SupplierSpec, scenario: Scenario, state_dir: Path, seed: int) \
+        -> SimSupplier | None:
+    levels = [lv for lv in price_levels_for(spec.name) if lv.gpu in scenario.market.gpus]
+    if not levels:
+        return None
+    base = PROFILES[spec.name]
+    lo, hi = base.capacity
+    profile = replace(
+        base,
+        billing_minimum_s=spec.billing_minimum_s,
+        log_volatility=base.log_volatility * spec.volatility_scale,
+        capacity=(max(1, round(lo * spec.capacity_scale)),
+                  max(1, round(hi * spec.capacity_scale))),
+    )
+    episodes = replace(DEFAULT_EPISODES, per_day=scenario.market.episodes_per_day,
+                       glut_price=scenario.market.glut_price,
+                       surge_price=scenario.market.surge_price)
+    sup = SimSupplier(spec.name, state_dir, seed=seed, provision_delay_s=spec.spin_up_s,
+                      spot_preemption_per_hour=0.0, offer_ttl_s=7200.0, profile=profile,
+                      levels=levels, episode_profile=episodes)
+    sup._leases = _MemoryLeaseStore(spec.name)  # see _MemoryLeaseStore
+    return sup
+
+
+class Market:
+    """The scenario's suppliers, their current offers and the tape."""
+
+    def __init__(self, scenario: Scenario, state_dir: Path, seed: int) -> None:
+        built = (_supplier(s, scenario, state_dir, seed) for s in scenario.market.suppliers)
+        self.suppliers: dict[str, SimSupplier] = {s.name: s for s in built if s is not None}
+        if not self.suppliers:
+            raise ValueError("no supplier of the scenario lists any of its market.gpus; add a "
+                             "supplier that does or list other GPUs")
+        self.spin_up_s = {s.name: s.spin_up_s for s in scenario.market.suppliers}
+        self.offers: list[Offer] = []
+        self.tape = MarketTape()
+        self.held: dict[str, int] = {}
+        """The platform's units per offer id (kept by the fleet)."""
+        self.prices: dict[str, Decimal] = {}
+        """Offer id -> price per unit-hour in the latest listing."""
+        self.free: dict[str, int] = {}
+        """Units per listed offer nobody holds, kept current between listings."""
+
+    async def step(self, now: float) -> None:
+        """Advance every supplier's price and capacity processes to ``now`` and re-list."""
+        offers: list[Offer] = []
+        for sup in self.suppliers.values():
+            await sup.step(now)
+            offers += [o for o in await sup.list_offers(now) if not o.spot and o.sku]
+        self.offers = offers
+        self.free = {o.id: o.available for o in offers}
+        self.prices = {o.id: o.price_per_hour for o in offers}
+        self.tape.record(now, offers, self.held)
+
+    def available(self, offer: Offer) -> int:
+        """Units of ``offer`` the platform could hold now (its own included)."""
+        return offer.available + self.held.get(offer.id, 0)
+
+    async def lease(self, offer: Offer, now: float, token: str) -> SupplierLease:
+        """Rent one unit through the supplier's own lease call."""
+        lease = await self.suppliers[offer.supplier].lease(offer, now, token)
+        self.held[offer.id] = self.held.get(offer.id, 0) + 1
+        self.free[offer.id] = max(0, self.free.get(offer.id, 0) - 1)
+        return lease
+
+    async def release(self, supplier: str, lease_id: str, offer_id: str, now: float) -> None:
+        """Give a unit back through the supplier's release call."""
+        await self.suppliers[supplier].release(lease_id, now)
+        self.held[offer_id] = max(0, self.held.get(offer_id, 0) - 1)
+        if offer_id in self.free:
+            self.free[offer_id] += 1
