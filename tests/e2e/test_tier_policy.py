@@ -33,6 +33,28 @@ def _eventually(check: object, timeout: float = 5.0) -> None:
         time.sleep(0.1)
 
 
+def _usage_names_tier(ex: ExchangeProcess, rid: str, tier: str) -> None:
+    """The request's usage record, once flushed, shows the tier it was served
+    under, and the ``privacy_tier`` filter finds it (issue 6)."""
+    with ex.client(ex.connection["demo_key"]) as c:
+        def flushed() -> bool:
+            got = c.get("/v1/usage", params={"limit": 10000, "privacy_tier": tier})
+            assert got.status_code == 200, got.text
+            return rid in {u["request_id"] for u in got.json()["data"]}
+
+        _eventually(flushed)
+        rows = {u["request_id"]: u for u in
+                c.get("/v1/usage", params={"limit": 10000}).json()["data"]}
+        assert rows[rid]["privacy_tier"] == tier
+        bad = c.get("/v1/usage", params={"privacy_tier": "secret"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "privacy_tier"
+    shown = ex.cli("usage", "--tier", tier, "--limit", "10000", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert {u["privacy_tier"] for u in json.loads(shown.stdout)["data"]} == {tier}
+    table = ex.cli("usage", "--limit", "1")
+    assert table.returncode == 0 and "tier" in table.stdout, table.stdout + table.stderr
+
+
 def test_key_and_tenant_tier_policies(exchange: ExchangeProcess, llama8b: str) -> None:
     tenant = exchange.connection["demo_tenant"]
     made = exchange.cli("keys", "create", "--tenant", tenant, "--privacy", "zero_retention",
@@ -43,7 +65,9 @@ def test_key_and_tenant_tier_policies(exchange: ExchangeProcess, llama8b: str) -
     secret = key["key"]
 
     assert _ask(exchange, secret, None).status_code == 200  # defaults to zero_retention
-    assert _ask(exchange, secret, "zero_retention").status_code == 200
+    served = _ask(exchange, secret, "zero_retention")
+    assert served.status_code == 200
+    _usage_names_tier(exchange, served.headers["x-request-id"], "zero_retention")
     refused = _ask(exchange, secret, "standard")
     assert refused.status_code == 403, refused.text
     err = refused.json()["error"]

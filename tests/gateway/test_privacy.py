@@ -161,6 +161,9 @@ async def test_price_by_tier_with_fallback_to_standard(gw: Harness) -> None:
     assert (await post(gw, privacy="anonymous")).status_code == 200
     assert (await post(gw)).status_code == 200
     zr_rec, anon_rec, std_rec = gw.wallet.records
+    # Each record names the tier it was served under (issue 6).
+    assert [r.privacy_tier for r in gw.wallet.records] == [
+        "zero_retention", "anonymous", "standard"]
     assert zr_rec.price_version == zr.version
     assert anon_rec.price_version == std_rec.price_version == gw.price.version
     assert zr_rec.price == zr.charge(zr_rec.prompt_tokens, zr_rec.completion_tokens)
@@ -266,3 +269,4 @@ async def test_zero_retention_leaves_no_content_behind(
     kept = caplog.text + orjson.dumps(gw.events).decode() + repr(gw.wallet.records)
     assert CANARY not in kept
     assert len(gw.wallet.records) == 3 and Decimal(0) < gw.wallet.charged(TENANT)
+    assert {r.privacy_tier for r in gw.wallet.records} == {"zero_retention"}

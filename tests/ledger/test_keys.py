@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -114,3 +117,40 @@ async def test_list_keys_filters_by_tenant(keyring: Keyring, tenant: str) -> Non
 def test_short_server_secret_is_refused(keyring: Keyring) -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         Keyring(keyring._engine, ManualClock(), b"short")
+
+
+class _SlowFirstConnect:
+    """The engine, except that the first connection's close waits for ``go``:
+    a reload that has read the keys but not yet swapped them in."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.armed = True
+        self.read = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[Any]:
+        armed, self.armed = self.armed, False
+        async with self._engine.connect() as conn:
+            yield conn
+        if armed:
+            self.read.set()
+            await self.go.wait()
+
+
+async def test_a_slow_reload_does_not_hide_a_key_created_meanwhile(
+        keyring: Keyring, engine: AsyncEngine, tenant: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = _SlowFirstConnect(engine)
+    monkeypatch.setattr(keyring, "_engine", slow)
+    stale = asyncio.create_task(keyring.refresh())  # the reload loop, mid-read
+    await slow.read.wait()
+    _, secret = await keyring.create_key(tenant, "inference")  # reloads itself
+    assert keyring.authenticate(secret) is not None
+    slow.go.set()
+    await stale
+    assert keyring.authenticate(secret) is not None

@@ -14,6 +14,7 @@ from cambist.deploy.records import Records
 from cambist.domain.billing import Authenticator, PriceList
 from cambist.domain.clock import Clock
 from cambist.gateway.attestation import AttestationProbe
+from cambist.ledger.budgets import KeyBudgets
 from cambist.market.book import OfferBook
 from cambist.perf.model import PerfModel
 from cambist.store.events import EventLog
@@ -53,3 +54,5 @@ class ControlPlane:
     price_book: Any
     attestation: AttestationProbe | None = None
     """Verifies attesting endpoints (the confidential tier); None where not run."""
+    budgets: KeyBudgets | None = None
+    """Per-key spend budgets (``PUT /v1/keys/{id}/budget``); None where not run."""

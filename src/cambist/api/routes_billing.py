@@ -14,6 +14,7 @@ from cambist.api.context import ControlPlane
 from cambist.api.params import Timestamp
 from cambist.api.routes_keys import IdempotencyHeader, finish_idempotent
 from cambist.domain.billing import Principal
+from cambist.domain.endpoint import PrivacyTier
 from cambist.domain.errors import InvalidRequest, NotFound
 from cambist.domain.models import MODEL_CATALOG, find_model
 from cambist.domain.money import quantize_usd
@@ -38,10 +39,14 @@ async def usage(cp: Annotated[ControlPlane, Depends(control_plane)],
                 p: Annotated[Principal, Depends(principal)],
                 tenant: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-                since: Timestamp = None) -> dict:
-    """Usage records and per-model totals (a tenant key sees only its own)."""
+                since: Timestamp = None,
+                privacy_tier: PrivacyTier | None = None) -> dict:
+    """Usage records and per-model totals (a tenant key sees only its own).
+    Each record names the ``privacy_tier`` it was served under; the filters
+    ``since`` and ``privacy_tier`` narrow the records, not the totals."""
     t = resolve_tenant(p, tenant)
-    records = await usage_records(cp.db, t, limit=limit, since=since)
+    records = await usage_records(cp.db, t, limit=limit, since=since,
+                                  privacy_tier=privacy_tier)
     summary = await usage_summary(cp.db, t)
     return {"object": "list", "tenant": t, "data": [_jsonable(r) for r in records],
             "summary": [_jsonable(r) for r in summary]}

@@ -30,10 +30,12 @@ from cambist.api.auth import (
     resolve_tenant,
 )
 from cambist.api.context import ControlPlane
+from cambist.api.routes_budgets import budget_json
 from cambist.api.routes_privacy import tiers_json
 from cambist.domain.billing import Principal
 from cambist.domain.endpoint import parse_tier_list
 from cambist.domain.errors import NotFound, PermissionDenied
+from cambist.ledger.budgets import KeyBudgets
 from cambist.ledger.idempotency import IdempotencyStore, IdempotentCall
 
 __all__ = ["IdempotencyHeader", "finish_idempotent", "router"]
@@ -68,11 +70,13 @@ def finish_idempotent(response: Response, replayed: bool) -> None:
         response.headers["Idempotent-Replayed"] = "true"
 
 
-def _key_json(info: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
+def _key_json(info: dict[str, Any], secret: str | None = None,
+              budgets: KeyBudgets | None = None) -> dict[str, Any]:
     out = {"object": "api_key", "id": info["id"], "tenant_id": info["tenant_id"],
            "scope": info["scope"], "name": info["name"], "prefix": info["prefix"],
            "created_at": info["created_at"], "revoked_at": info["revoked_at"],
-           "privacy_tiers": tiers_json(info.get("privacy_tiers"))}
+           "privacy_tiers": tiers_json(info.get("privacy_tiers")),
+           "budget": budget_json(info, budgets)}
     if "rotated_from" in info:
         out["rotated_from"] = info["rotated_from"]
     if secret is not None:
@@ -136,7 +140,8 @@ async def list_keys(cp: Annotated[ControlPlane, Depends(control_plane)],
     leaves out revoked keys."""
     require_writer(p)
     keys = await cp.keyring.list_keys(resolve_tenant(p, tenant))
-    rows = [_key_json(k) for k in keys if not (active and k["revoked_at"] is not None)]
+    rows = [_key_json(k, budgets=cp.budgets) for k in keys
+            if not (active and k["revoked_at"] is not None)]
     return {"object": "list", "data": rows}
 
 

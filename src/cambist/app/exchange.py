@@ -49,6 +49,7 @@ from cambist.gateway.limits_redis import LimitSync, SharedRateLimiter
 from cambist.gateway.probe import EngineLoad
 from cambist.gateway.registry import RoutingRefresh, upsert_external_endpoints
 from cambist.gateway.routing import RoutingTable
+from cambist.ledger.budgets import KeyBudgetRefresh, KeyBudgets
 from cambist.ledger.flusher import OutboxFlusher
 from cambist.ledger.journal import Journal
 from cambist.ledger.keys import Keyring, KeyringRefresh, ensure_server_secret
@@ -183,6 +184,8 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
                                     slack_fraction=settings.limit_slack_fraction)
     await flusher.recover()  # records of requests completed before a crash
     await wallet.load()
+    budgets = KeyBudgets(db, clock, outbox)  # per-key spend limits (ledger/budgets.py)
+    await budgets.load()
     events = EventLog(db)
     buffer = EventBuffer(events)
     route_counts = RouteCounts()
@@ -208,14 +211,15 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
                                   stream_idle_timeout_s=settings.stream_idle_timeout_s)
     gateway = GatewayDeps(authenticator=keyring, prices=prices, wallet=wallet, routes=routes,
                           clock=clock, http=http, settings=gw_settings,
-                          plans=settings.plan_book(), on_event=on_route, limiter=limiter)
+                          plans=settings.plan_book(), on_event=on_route, limiter=limiter,
+                          budgets=budgets)
     ex = Exchange(settings=settings, role=role, clock=clock, db=db, http=http, keyring=keyring,
                   journal=journal, prices=prices, wallet=wallet, outbox=outbox, flusher=flusher,
                   events=events, buffer=buffer, route_counts=route_counts, routes=routes,
                   gateway=gateway, redis=redis, name=owner)
     # EngineLoad: engines' own queue depth and TTFT, for the routing score.
     ex.loops = [refresh, KeyringRefresh(keyring), PriceBookRefresh(prices), flusher,
-                WalletRefresh(wallet), buffer, EngineLoad(routes, http)]
+                WalletRefresh(wallet), KeyBudgetRefresh(budgets), buffer, EngineLoad(routes, http)]
     if isinstance(limiter, SharedRateLimiter):
         ex.loops.append(LimitSync(limiter))
     if role == "up":
@@ -282,5 +286,6 @@ async def _control_plane(ex: Exchange, refresh: RoutingRefresh) \
     cp = ControlPlane(clock=ex.clock, db=ex.db, book=book, desk=desk, controller=controller,
                       records=records, perf=perf, events=ex.events, auth=ex.keyring,
                       keyring=ex.keyring, journal=ex.journal, wallet=ex.wallet,
-                      prices=ex.prices, price_book=ex.prices, attestation=attestation)
+                      prices=ex.prices, price_book=ex.prices, attestation=attestation,
+                      budgets=ex.gateway.budgets)
     return cp, feed

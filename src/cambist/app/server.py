@@ -13,6 +13,7 @@ from cambist import __version__
 from cambist.api import (
     routes_analytics,
     routes_billing,
+    routes_budgets,
     routes_catalog,
     routes_deployments,
     routes_endpoints,
@@ -61,7 +62,7 @@ def create_app(ex: Exchange) -> FastAPI:
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,
                        routes_catalog, routes_events, routes_history, routes_endpoints,
-                       routes_keys, routes_privacy, routes_signals, routes_quote,
+                       routes_keys, routes_privacy, routes_budgets, routes_signals, routes_quote,
                        routes_analytics):
             app.include_router(module.router)
         # The landing page at / and the dashboard under /ui (cambist.web).

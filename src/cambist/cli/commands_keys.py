@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cambist.cli.common import console, emit_json, new_token, run_client
+from cambist.cli.common import console, emit_json, fail, new_token, parse_money, run_client
 from cambist.cli.render import table
 
 __all__ = ["register"]
@@ -20,6 +20,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 IdemOpt = Annotated[str | None, typer.Option(
     help="Repeat-safe token: the same token returns the first outcome.")]
 _SCOPES = ("admin", "tenant-admin", "inference")
+_PERIODS = ("day", "month")
 
 
 def _when(ts: float | None) -> str:
@@ -54,6 +55,14 @@ def set_privacy(ctx: typer.Context, path: str, what: str, tiers: str | None,
     r = run_client(ctx, lambda c: c.put(path, {"privacy_tiers": tier_list(tiers)}))
     allowed = ", ".join(r["privacy_tiers"]) if r["privacy_tiers"] is not None else "any tier"
     console.print(f"{what} {r['id']} may use: {allowed}")
+
+
+def _budget_cells(k: dict[str, Any]) -> list[str]:
+    """The ``budget`` and ``spent`` cells of a key row (empty without a budget)."""
+    b = k.get("budget")
+    if not b:
+        return ["", ""]
+    return [f"${b['limit']}/{b['period']}", f"${b['spent']}" if b.get("spent") else ""]
 
 
 def register(app: typer.Typer) -> None:
@@ -94,10 +103,11 @@ def register(app: typer.Typer) -> None:
             return
         rows = [[k["id"], k["scope"], k["tenant_id"] or "platform", k["name"],
                  k["prefix"] + "…", _when(k["created_at"]),
-                 f"revoked {_when(k['revoked_at'])}" if k["revoked_at"] else "active"]
+                 f"revoked {_when(k['revoked_at'])}" if k["revoked_at"] else "active",
+                 *_budget_cells(k)]
                 for k in data["data"]]
         console.print(table("API keys", ["id", "scope", "tenant", "name", "prefix", "created",
-                                         "state"], rows))
+                                         "state", "budget", "spent"], rows))
 
     @keys.command("revoke")
     def revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],
@@ -112,6 +122,38 @@ def register(app: typer.Typer) -> None:
                 tiers: TiersOpt = None, allow_any: AnyOpt = False) -> None:
         """Set the privacy tiers a key may use; requests naming another are refused."""
         set_privacy(ctx, f"/v1/keys/{key_id}/privacy", "key", tiers, allow_any)
+
+    @keys.command("budget")
+    def budget(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],
+               limit: Annotated[str | None, typer.Option(
+                   help="Hard limit in dollars per period; requests past it get 402.")] = None,
+               alert: Annotated[str | None, typer.Option(
+                   help="Soft alert in dollars: one event when spend reaches it.")] = None,
+               period: Annotated[str, typer.Option(help="day or month (UTC).")] = "month",
+               clear: Annotated[bool, typer.Option(
+                   "--clear", help="Remove the key's budget.")] = False,
+               as_json: JsonOpt = False) -> None:
+        """Set a key's spend budget per UTC day or month (or --clear it)."""
+        if clear == (limit is not None):
+            raise fail("give --limit AMOUNT (with --alert and --period if wanted) or --clear")
+        if period not in _PERIODS:
+            raise fail(f"--period takes day or month, not {period!r}")
+        lim, warn = parse_money(limit, "--limit"), parse_money(alert, "--alert")
+        if clear and warn is not None:
+            raise fail("--alert needs --limit; drop --alert to clear the budget")
+        body = {"limit": None if lim is None else str(lim),
+                "alert": None if warn is None else str(warn), "period": period}
+        r = run_client(ctx, lambda c: c.put(f"/v1/keys/{key_id}/budget", body))
+        if as_json:
+            emit_json(r)
+            return
+        b = r["budget"]
+        if b is None:
+            console.print(f"key {r['id']} has no budget")
+            return
+        extra = f", alert at ${b['alert']}" if b["alert"] is not None else ""
+        console.print(f"key {r['id']} budget: ${b['limit']} per {b['period']} (UTC){extra}; "
+                      f"spent ${b.get('spent', '0')} this {b['period']}")
 
     @keys.command("rotate")
     def rotate(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],

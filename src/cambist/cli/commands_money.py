@@ -48,9 +48,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def usage(ctx: typer.Context, tenant: Annotated[str | None, typer.Option()] = None,
-              limit: Annotated[int, typer.Option(min=1)] = 20, as_json: JsonOpt = False) -> None:
-        """Metered requests: tokens, price charged, compute cost."""
-        data = run_client(ctx, lambda c: c.get("/v1/usage", tenant=tenant, limit=limit))
+              limit: Annotated[int, typer.Option(min=1)] = 20,
+              tier: Annotated[str | None, typer.Option(
+                  help="Only requests served under this privacy tier.")] = None,
+              as_json: JsonOpt = False) -> None:
+        """Metered requests: tokens, price charged, compute cost, privacy tier."""
+        data = run_client(ctx, lambda c: c.get("/v1/usage", tenant=tenant, limit=limit,
+                                               privacy_tier=tier))
         if as_json:
             emit_json(data)
             return
@@ -61,10 +65,12 @@ def register(app: typer.Typer) -> None:
                              "compute cost"], rows,
                             justify_right=("requests", "prompt tok", "completion tok",
                                            "charged", "compute cost")))
+        # .get: an exchange from before the tier was recorded omits it.
         recent = [[r["request_id"], r["model"], r["prompt_tokens"], r["completion_tokens"],
-                   money(r["price"], 6), r["status"]] for r in data["data"]]
+                   money(r["price"], 6), r["status"], r.get("privacy_tier", "")]
+                  for r in data["data"]]
         console.print(table("Recent requests", ["request", "model", "prompt", "completion",
-                                                "charged", "status"], recent,
+                                                "charged", "status", "tier"], recent,
                             justify_right=("prompt", "completion", "charged")))
 
     @app.command()

@@ -12,6 +12,7 @@ __all__ = [
     "Conflict",
     "InsufficientCredit",
     "InvalidRequest",
+    "KeyBudgetExceeded",
     "NoCapacity",
     "NotFound",
     "OfferUnavailable",
@@ -69,6 +70,14 @@ class PermissionDenied(CambistError, PermissionError):
 class InsufficientCredit(CambistError):
     status = 402
     code = "insufficient_quota"
+    type = "insufficient_quota"
+
+
+class KeyBudgetExceeded(CambistError):
+    """An API key spent its budget for the period; refused before forwarding."""
+
+    status = 402
+    code = "key_budget_exceeded"
     type = "insufficient_quota"
 
 

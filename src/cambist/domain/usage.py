@@ -12,7 +12,10 @@ __all__ = ["UsageRecord"]
 class UsageRecord:
     """One metered request. ``price`` is what the tenant is charged (from the
     price list); ``compute_cost`` is an allocation of lease cost for analytics,
-    not a second charge. ``request_id`` is the idempotency key."""
+    not a second charge. ``request_id`` is the idempotency key.
+    ``privacy_tier`` is the tier the request was served under (one of
+    :data:`cambist.domain.endpoint.PRIVACY_TIERS`): metadata about how content
+    was handled, never content itself."""
 
     request_id: str
     tenant_id: str
@@ -31,3 +34,7 @@ class UsageRecord:
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     stream: bool = False
+    # Defaulted (and last) so outbox lines written before the field existed
+    # still decode. Such lines did not say which tier served them; they read
+    # as "standard", the tier a request gets when it asks for none.
+    privacy_tier: str = "standard"

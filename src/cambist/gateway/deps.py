@@ -17,6 +17,7 @@ from cambist.gateway.limits import RateLimiter
 from cambist.gateway.pool import UpstreamPool
 from cambist.gateway.routing import RoutingTable
 from cambist.gateway.telemetry import GatewayMetrics
+from cambist.ledger.budgets import KeyBudgets
 from cambist.ledger.plans import PlanBook
 
 __all__ = ["EventSink", "GatewayDeps", "GatewaySettings"]
@@ -97,6 +98,8 @@ class GatewayDeps:
     limiter: RateLimiter | None = None
     """The rate limiter to use (shared through Redis when several processes
     serve); ``None``: per-process counters over ``plans``."""
+    budgets: KeyBudgets | None = None
+    """Per-key spend budgets checked before forwarding; ``None``: none enforced."""
 
     def emit(self, row: dict[str, Any]) -> None:
         """Hand an event to ``on_event``; a failing sink never fails a request."""

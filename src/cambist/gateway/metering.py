@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from cambist.domain.billing import ModelPrice, Principal, Reservation, Wallet
+from cambist.domain.endpoint import PrivacyTier
 from cambist.domain.tokens import count_text_tokens
 from cambist.domain.usage import UsageRecord
 from cambist.gateway.routing import EndpointRoute
@@ -116,11 +117,15 @@ class Meter:
     created_at: float
     started: float  # time.monotonic() when the request arrived
     stream: bool
+    privacy_tier: PrivacyTier = "standard"
+    """The tier the request was served under, written into its usage record."""
     charged: Decimal | None = None
     done: bool = False
     on_done: Callable[[int], None] | None = None
     """Told the tokens used once the request settles (0 when released): the
     rate limiter corrects its token estimate with it."""
+    on_charge: Callable[[UsageRecord], None] | None = None
+    """Told each settled record once the wallet took it (key budgets count it)."""
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""
@@ -160,11 +165,14 @@ class Meter:
             latency_ms=self.elapsed_ms(),
             ttft_ms=ttft_ms,
             stream=self.stream,
+            privacy_tier=self.privacy_tier,
         )
         self.done = True
         self.charged = charge
         try:
             self.wallet.settle(self.reservation, record)
+            if self.on_charge is not None:
+                self.on_charge(record)
         finally:
             if self.on_done is not None:
                 self.on_done(usage.prompt_tokens + usage.completion_tokens)

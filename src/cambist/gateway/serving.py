@@ -47,9 +47,12 @@ from cambist.gateway.routing import EndpointRoute
 from cambist.gateway.streaming import RelayResponse, StreamRelay
 from cambist.gateway.upstream import Attempts, UpstreamResult, close_quietly, forward
 
-__all__ = ["GatewayService", "format_decimal", "tier_counts"]
+__all__ = ["BUDGET_HEADER", "GatewayService", "format_decimal", "tier_counts"]
 
 log = logging.getLogger("cambist.gateway")
+
+BUDGET_HEADER = "x-cambist-key-budget-remaining"
+"""What is left of the key's spend budget this period (keys with a budget only)."""
 
 
 def format_decimal(amount: Decimal) -> str:
@@ -136,6 +139,7 @@ class GatewayService:
             )
         admission = self.limiter.admit(principal.key_id, principal.tenant_id)
         request.state.ratelimit_headers = admission.headers  # on every response from here
+        self._budget_header(principal.key_id, admission.headers)
         parsed = parse_request(
             await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap,
             privacy_header=request.headers.get(PRIVACY_HEADER),
@@ -181,12 +185,23 @@ class GatewayService:
             assert primary_error is not None
             raise primary_error
         hold = max(p.price.charge(parsed.prompt_tokens, completion) for p in plans)
+        if deps.budgets is not None:  # before credit is held: refused, nothing to release
+            deps.budgets.check(principal.key_id, hold)
         reservation = deps.wallet.reserve(tenant, hold, request_id)
         meter = Meter(
             deps.wallet, reservation, plans[0].price, principal, request_id, plans[0].target.model,
-            times[0], times[1], parsed.stream,
+            times[0], times[1], parsed.stream, parsed.privacy,
         )
+        if deps.budgets is not None:
+            meter.on_charge = deps.budgets.record
         return plans, meter
+
+    def _budget_header(self, key_id: str, headers: dict[str, str]) -> None:
+        """Set ``x-cambist-key-budget-remaining`` (dollars) for a key with a budget."""
+        budgets = self._deps.budgets
+        left = budgets.remaining(key_id) if budgets is not None else None
+        if left is not None:
+            headers[BUDGET_HEADER] = format_decimal(left)
 
     async def _forward(
         self, parsed: ParsedRequest, plans: list[Plan], request_id: str, started: float,
@@ -236,6 +251,7 @@ class GatewayService:
             return RelayResponse(StreamRelay(self._deps, parsed, result, meter), headers)
         usage = usage_of_body(result.parsed or {}, parsed.prompt_tokens)
         charged = meter.settle(result.route, usage, "ok", result.ttfb_ms)
+        self._budget_header(meter.principal.key_id, headers)  # after this request's charge
         self._deps.metrics.served(meter.model, result.route.id, meter.elapsed_ms(), result.ttfb_ms)
         # What the ledger books: the charge rounded once to whole micro-dollars.
         headers["x-cambist-cost"] = format_decimal(quantize_usd(charged))

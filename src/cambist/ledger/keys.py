@@ -45,7 +45,7 @@ _PREFIX_LEN = 10
 _MAX_SECRET_LEN = 256
 _C = api_keys.c
 _INFO = (_C.id, _C.tenant_id, _C.scope, _C.name, _C.prefix, _C.created_at, _C.revoked_at,
-         _C.privacy_tiers)
+         _C.privacy_tiers, _C.budget_limit_micros, _C.budget_alert_micros, _C.budget_period)
 
 
 async def ensure_server_secret(engine: AsyncEngine) -> bytes:
@@ -82,6 +82,11 @@ class Keyring:
         # stored secret hash -> (that hash, principal)
         self._by_hash: dict[str, tuple[str, Principal]] = {}
         self._changes = 0  # bumped by local creates/revokes; a refresh that raced one retries
+        # Refreshes overlap (the reload loop and a request that just created a
+        # key): one that started earlier must not replace the view of one that
+        # started later, or a key created in between vanishes until the next reload.
+        self._refresh_started = 0
+        self._refresh_applied = 0
 
     def _hash(self, key_secret: str) -> str:
         return hmac.new(self._secret, key_secret.encode(), hashlib.sha256).hexdigest()
@@ -289,7 +294,10 @@ class Keyring:
         await self.refresh()
 
     async def refresh(self) -> None:
-        """Reload every non-revoked key into the in-memory map (swapped atomically)."""
+        """Reload every non-revoked key into the in-memory map (swapped atomically,
+        unless a refresh that started later has already swapped in its view)."""
+        self._refresh_started += 1
+        ticket = self._refresh_started
         c = api_keys.c
         q = (select(c.id, c.tenant_id, c.scope, c.secret_hash, c.privacy_tiers,
                     tenants.c.privacy_tiers.label("tenant_tiers"))
@@ -301,6 +309,9 @@ class Keyring:
                 rows = (await conn.execute(q)).all()
             if seen == self._changes:
                 break
+        if ticket < self._refresh_applied:
+            return
+        self._refresh_applied = ticket
         self._by_hash = {
             r.secret_hash: (r.secret_hash, Principal(
                 r.id, r.tenant_id, cast(Scope, r.scope),

@@ -18,9 +18,11 @@ async def usage_records(
     tenant_id: str | None,
     limit: int = 100,
     since: float | None = None,
+    privacy_tier: str | None = None,
 ) -> list[dict]:
     """Flushed usage rows, newest first (all tenants when ``tenant_id`` is
-    ``None``); ``price`` and ``compute_cost`` are Decimal dollars."""
+    ``None``; only those served under ``privacy_tier`` when given);
+    ``price`` and ``compute_cost`` are Decimal dollars."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
     q = select(usage).order_by(_U.created_at.desc(), _U.request_id).limit(limit)
@@ -28,6 +30,8 @@ async def usage_records(
         q = q.where(_U.tenant_id == tenant_id)
     if since is not None:
         q = q.where(_U.created_at >= since)
+    if privacy_tier is not None:
+        q = q.where(_U.privacy_tier == privacy_tier)
     async with engine.connect() as conn:
         rows = (await conn.execute(q)).all()
     out = []

@@ -42,7 +42,7 @@ _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("prompt_tokens", "int4"), ("completion_tokens", "int4"), ("reasoning_tokens", "int4"),
     ("price_micros", "int8"), ("compute_cost_micros", "int8"), ("price_version", "int4"),
     ("status", "varchar"), ("created_at", "float8"), ("latency_ms", "float8"),
-    ("ttft_ms", "float8"), ("stream", "bool"),
+    ("ttft_ms", "float8"), ("stream", "bool"), ("privacy_tier", "varchar"),
 )
 
 _ARRAYS = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_USAGE_COLUMNS, 1))
@@ -78,6 +78,7 @@ def usage_row(record: UsageRecord) -> dict[str, Any]:
         "latency_ms": record.latency_ms,
         "ttft_ms": record.ttft_ms,
         "stream": record.stream,
+        "privacy_tier": record.privacy_tier,
     }
 
 

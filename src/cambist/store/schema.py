@@ -74,6 +74,11 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
     Column("privacy_tiers", String(80), nullable=True),  # as tenants.privacy_tiers
+    # Spend budget (cambist.ledger.budgets); NULL limit: none. Period: day | month (UTC).
+    Column("budget_limit_micros", BigInteger, nullable=True),
+    Column("budget_alert_micros", BigInteger, nullable=True),
+    Column("budget_period", String(8), nullable=True),
+    Column("budget_alerted", String(16), nullable=True),  # the period whose alert was sent
 )
 
 journal_entries = Table(
@@ -135,6 +140,9 @@ usage = Table(
     Column("latency_ms", Float, nullable=False, default=0.0),
     Column("ttft_ms", Float, nullable=True),
     Column("stream", Boolean, nullable=False, default=False),
+    # The privacy tier the request was served under (metadata, never content);
+    # rows from before revision 0008 read "standard".
+    Column("privacy_tier", String(32), nullable=False, server_default="standard"),
 )
 
 leases = Table(
