@@ -114,3 +114,29 @@ def test_admin_can_view_one_tenant_and_tenants_cannot(exchange: ExchangeProcess,
         mine = c.get("/ui/data/money", params={"tenant": traffic.demo_tenant}).json()
         assert mine["scope"]["tenant"] == traffic.other_tenant
         assert not [f for f in mine["filters"] if f["name"] == "tenant"]
+
+
+def test_sign_out_holds_across_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A signed-out cookie is refused by the next process on the same store too
+    (the nonce is recorded in the store, not only in the process that saw it)."""
+    ex = ExchangeProcess(tmp_path / "home").start()
+    try:
+        key = ex.connection["demo_key"]
+        r = httpx.post(ex.base_url + "/ui/login", data={"key": key})
+        cookies = {"cambist_session": r.cookies["cambist_session"]}
+        kept = httpx.post(ex.base_url + "/ui/login", data={"key": key})
+        other = {"cambist_session": kept.cookies["cambist_session"]}
+        assert httpx.get(ex.base_url + "/ui/data/overview", cookies=cookies).status_code == 200
+        out = httpx.post(ex.base_url + "/ui/logout", cookies=cookies)
+        assert out.status_code == 303
+        assert httpx.post(ex.base_url + "/ui/logout", cookies=cookies).status_code == 303
+        assert httpx.get(ex.base_url + "/ui/data/overview", cookies=cookies).status_code == 401
+    finally:
+        assert ex.stop() == 0, ex.output()
+    again = ExchangeProcess(tmp_path / "home").start()
+    try:
+        url = again.base_url + "/ui/data/overview"
+        assert httpx.get(url, cookies=cookies).status_code == 401
+        assert httpx.get(url, cookies=other).status_code == 200  # only that session ended
+    finally:
+        assert again.stop() == 0, again.output()

@@ -5,24 +5,30 @@ the key: it holds the key's *id*, an expiry and a random nonce, signed with
 HMAC-SHA256 under a key derived from the exchange's server secret (the one the
 keyring hashes API keys with, kept in the store), so every process of an
 exchange accepts it and a restart does not sign everybody out. Each request
-re-reads the key's row, so revoking the key ends its sessions at once; logging
-out forgets the nonce in this process and clears the cookie.
+re-reads the key's row, so revoking the key ends its sessions at once. Logging
+out records the session's nonce in the store (``settings`` rows named
+``dash-ended:<nonce>``, kept until the session would have expired anyway), so
+a signed-out cookie stays refused on every process and after a restart.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from typing import cast
 
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
 from cambist.api.context import ControlPlane
 from cambist.domain.billing import Principal, Scope
 from cambist.ledger.keys import ensure_server_secret
+from cambist.store.schema import settings
 
 __all__ = ["COOKIE", "SESSION_TTL_S", "SessionAuth", "SessionSigner"]
 
@@ -30,6 +36,7 @@ COOKIE = "cambist_session"
 SESSION_TTL_S = 12 * 3600
 _VERSION = "v1"
 _CONTEXT = b"cambist-dashboard-session-v1"
+_ENDED = "dash-ended:"  # + nonce: a ``settings`` row per signed-out, unexpired session
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +108,7 @@ class SessionAuth:
         if not token:
             return None
         session = (await self.signer()).verify(token, self.cp.clock.now())
-        if session is None or session.nonce in self._ended:
+        if session is None or await self._was_ended(session):
             return None
         info = await self.cp.keyring.key_info(session.key_id)
         if info is None or info.get("revoked_at") is not None:
@@ -115,8 +122,18 @@ class SessionAuth:
             return None
         return p, (await self.signer()).issue(p.key_id, self.cp.clock.now())
 
+    async def _was_ended(self, session: Session) -> bool:
+        if session.nonce in self._ended:
+            return True
+        async with self.cp.db.connect() as conn:
+            row = (await conn.execute(select(settings.c.key).where(
+                settings.c.key == _ENDED + session.nonce))).first()
+        if row is not None:  # signed out through another process: remember it here too
+            self._ended[session.nonce] = session.expires_at
+        return row is not None
+
     async def logout(self, request: Request) -> None:
-        """Forget the request's session in this process (the cookie is cleared too)."""
+        """End the request's session on every process (the cookie is cleared too)."""
         token = request.cookies.get(COOKIE)
         if not token:
             return
@@ -124,6 +141,17 @@ class SessionAuth:
         if session is None:
             return
         now = self.cp.clock.now()
+        async with self.cp.db.begin() as conn:
+            # Drop rows of sessions that have expired since: they are refused anyway.
+            rows = (await conn.execute(select(settings.c.key, settings.c.value).where(
+                settings.c.key.startswith(_ENDED)))).all()
+            stale = [r.key for r in rows if not r.value.isdigit() or int(r.value) <= now]
+            if stale:
+                await conn.execute(delete(settings).where(settings.c.key.in_(stale)))
+        with contextlib.suppress(IntegrityError):  # the same cookie signed out twice
+            async with self.cp.db.begin() as conn:
+                await conn.execute(insert(settings), {"key": _ENDED + session.nonce,
+                                                      "value": str(session.expires_at)})
         # Drop expired entries so the set stays as small as the live sessions.
         self._ended = {n: e for n, e in self._ended.items() if e > now}
         self._ended[session.nonce] = session.expires_at
