@@ -13,36 +13,19 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cambist.api.context import ControlPlane
 from cambist.app.events import EventBuffer
 from cambist.app.leader import AdvisoryLockElection, LeaderOnly, Leadership, SoleLeader
 from cambist.app.metrics import RouteCounts
 from cambist.config import Settings
-from cambist.deploy import (
-    Autoscaling,
-    DeployController,
-    HealthProbe,
-    LeaseDesk,
-    LeaseSync,
-    MarketFeed,
-    Records,
-)
-from cambist.deploy import EngineLoad as DeploymentLoad
-from cambist.deploy.health import engine_in_flight
-from cambist.deploy.recovery import recover
-from cambist.domain.attestation import SELF_SIGNED_FORMAT
 from cambist.domain.clock import Clock, SystemClock
 from cambist.domain.schedule import Loop, RealTimeScheduler
-from cambist.gateway.attest_selfsigned import SelfSignedVerifier
-from cambist.gateway.attestation import AttestationProbe, TrustFile
 from cambist.gateway.deps import GatewayDeps, GatewaySettings
 from cambist.gateway.limits import RateLimiter
 from cambist.gateway.limits_redis import LimitSync, SharedRateLimiter
@@ -57,20 +40,15 @@ from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.prices import PriceBook, PriceBookRefresh
 from cambist.ledger.shared_wallet import SharedWallet
 from cambist.ledger.wallet import TenantWallet, WalletRefresh
-from cambist.market.book import OfferBook
-from cambist.market.history import PriceHistory
-from cambist.perf.model import PerfModel
-from cambist.providers.local import LocalGpu
-from cambist.providers.registry import build_default_registry
 from cambist.store.db import DatabaseUnavailable, migrate, open_engine, redacted_url
 from cambist.store.events import EventLog
+
+if TYPE_CHECKING:
+    from cambist.api.context import ControlPlane
 
 __all__ = ["Exchange", "Role", "open_exchange"]
 
 log = logging.getLogger("cambist.app")
-
-TRUST_FILE = "attestation-trust.json"
-"""The attestation trust policy, under ``$CAMBIST_HOME`` (``cambist.gateway.attestation``)."""
 
 Role = Literal["up", "gateway"]
 
@@ -226,18 +204,10 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
         ex.leadership = await _elect(settings, owner, clock)
         if isinstance(ex.leadership, AdvisoryLockElection):
             ex.loops.append(ex.leadership)
-        ex.control, feed = await _control_plane(ex, refresh)
-        leader_loops: list[Loop] = [
-            ex.control.controller, feed, LeaseSync(ex.control.desk),
-            HealthProbe(ex.control.records, ex.control.controller, http,
-                        interval_s=settings.health_interval_s),
-            # price history: OHLC/volume rollups of the book and the leases (market/history.py)
-            PriceHistory(db, ex.control.book, interval_s=settings.market_interval_s)]
-        if ex.control.attestation is not None:
-            leader_loops.append(ex.control.attestation)
-        # autoscaling of deployments with --max-replicas, from their engines' load
-        leader_loops.append(Autoscaling(ex.control.controller,
-                                        DeploymentLoad(ex.control.records, http)))
+        # Imported here: a gateway-only process never loads the deploy layer.
+        from cambist.app.control import open_control_plane
+
+        ex.control, leader_loops = await open_control_plane(ex, refresh)
         ex.loops += [LeaderOnly(loop, ex.leadership) for loop in leader_loops]
     await refresh.step(clock.now())
     return ex
@@ -254,38 +224,3 @@ async def _elect(settings: Settings, name: str, clock: Clock) -> Leadership:
     if not election.is_leader:
         log.info("%s follows: another process runs the control loops", name)
     return election
-
-
-async def _control_plane(ex: Exchange, refresh: RoutingRefresh) \
-        -> tuple[ControlPlane, MarketFeed]:
-    s = ex.settings
-    registry = build_default_registry(
-        s.home / "suppliers", seed=s.seed, provision_delay_s=s.provision_delay_s,
-        spot_preemption_per_hour=s.spot_preemption_per_hour, time_scale=s.engine_time_scale,
-        local_gpus=[LocalGpu(g.sku, g.count, g.price_per_gpu_hour) for g in s.local_gpus],
-        local_engine_command=s.local_engine_command)
-    book = OfferBook(ex.events)
-    feed = MarketFeed(registry, book, interval_s=s.market_interval_s)
-    await feed.step(ex.clock.now())
-    records = Records(ex.db)
-    perf = PerfModel()
-    desk = LeaseDesk(book=book, suppliers=registry, records=records, journal=ex.wallet,
-                     credit=ex.wallet, events=ex.events, clock=ex.clock,
-                     fee_rate=s.platform_fee_rate, period_s=s.lease_period_s)
-    controller = DeployController(records=records, desk=desk, perf=perf, events=ex.events,
-                                  clock=ex.clock, time_scale=s.engine_time_scale,
-                                  interval_s=s.reconcile_interval_s,
-                                  in_flight=partial(engine_in_flight, ex.http),
-                                  endpoints_changed=lambda: refresh.step(ex.clock.now()))
-    await recover(records, controller, s.home / "suppliers", ex.http, ex.clock.now())
-    # The confidential tier: challenge attesting endpoints; the trust policy is a
-    # file the operator edits (re-read on change). A verdict change refreshes routing.
-    verifiers = {SELF_SIGNED_FORMAT: SelfSignedVerifier(TrustFile(s.home / TRUST_FILE))}
-    attestation = AttestationProbe(ex.db, ex.http, verifiers,
-                                   on_change=lambda: refresh.step(ex.clock.now()))
-    cp = ControlPlane(clock=ex.clock, db=ex.db, book=book, desk=desk, controller=controller,
-                      records=records, perf=perf, events=ex.events, auth=ex.keyring,
-                      keyring=ex.keyring, journal=ex.journal, wallet=ex.wallet,
-                      prices=ex.prices, price_book=ex.prices, attestation=attestation,
-                      budgets=ex.gateway.budgets)
-    return cp, feed

@@ -10,27 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cambist import __version__
-from cambist.api import (
-    routes_analytics,
-    routes_billing,
-    routes_budgets,
-    routes_catalog,
-    routes_deployments,
-    routes_endpoints,
-    routes_events,
-    routes_history,
-    routes_keys,
-    routes_leases,
-    routes_market,
-    routes_privacy,
-    routes_quote,
-    routes_signals,
-)
 from cambist.api.errors import install_error_handlers
 from cambist.app.exchange import Exchange
 from cambist.app.metrics import MetricsSnapshot, metrics_route
 from cambist.gateway.app import gateway_routes
-from cambist.web import dashboard_routes
 
 __all__ = ["create_app"]
 
@@ -59,6 +42,25 @@ def create_app(ex: Exchange) -> FastAPI:
     ex.loops.append(snapshot_loop)
     app.router.routes.append(metrics_route(ex, snapshot_loop))
     if ex.control is not None:
+        # Imported here so that a gateway-only process does not load them.
+        from cambist.api import (
+            routes_analytics,
+            routes_billing,
+            routes_budgets,
+            routes_catalog,
+            routes_deployments,
+            routes_endpoints,
+            routes_events,
+            routes_history,
+            routes_keys,
+            routes_leases,
+            routes_market,
+            routes_privacy,
+            routes_quote,
+            routes_signals,
+        )
+        from cambist.web import dashboard_routes
+
         app.state.control_plane = ex.control
         for module in (routes_market, routes_leases, routes_deployments, routes_billing,
                        routes_catalog, routes_events, routes_history, routes_endpoints,
