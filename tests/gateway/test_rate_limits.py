@@ -37,6 +37,7 @@ async def test_429_after_the_plans_requests_per_minute(gw_local: Harness) -> Non
     assert (err["type"], err["code"]) == ("requests", "rate_limit_exceeded")
     assert "Limit 3" in err["message"]
     assert r.headers["retry-after"] == "20"
+    assert r.headers["retry-after-ms"] == "20000"
     assert r.headers["x-request-id"].startswith("req_")
     assert_rate_headers(r.headers)
     assert r.headers["x-ratelimit-remaining-requests"] == "0"

@@ -85,7 +85,9 @@ def test_four_gateways_share_limits_and_balance(cluster: Cluster) -> None:
     limited, poor = _tenant(cluster, "limited"), _tenant(cluster, "poor")
 
     async def both() -> tuple[Load, Load]:
-        return await asyncio.gather(hammer(cluster.base_url, limited["key"], 4.0, 8),
+        return await asyncio.gather(hammer(cluster.base_url, limited["key"], 4.0, 8,
+                                           until=lambda ld: ld.ok + ld.credit_pending >= RPM
+                                           and ld.statuses.get(429, 0) > ld.credit_pending),
                                     hammer(cluster.base_url, poor["key"], 4.0, 8))
 
     lim, pr = asyncio.run(both())

@@ -139,6 +139,9 @@ class RateLimited(CambistError):
         self.retry_after_s = retry_after_s
         self.headers = dict(headers)
         self.headers["retry-after"] = str(max(1, math.ceil(retry_after_s)))
+        # Whole seconds overstate short waits (50 ms while another process's
+        # takes are confirmed); OpenAI's SDKs read this one first.
+        self.headers["retry-after-ms"] = str(max(1, math.ceil(retry_after_s * 1000)))
 
 
 @dataclass(frozen=True, slots=True)
