@@ -9,13 +9,15 @@ anything; ``inference`` keys read only.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 
 from cambist.api.context import ControlPlane
 from cambist.domain.billing import Principal
-from cambist.domain.errors import PermissionDenied, Unauthenticated
+from cambist.domain.errors import NotFound, PermissionDenied, Unauthenticated
 
-__all__ = ["authorize_owner", "control_plane", "principal", "require_admin",
+__all__ = ["authorize_owner", "control_plane", "managed_key", "principal", "require_admin",
            "require_writer", "resolve_tenant"]
 
 
@@ -65,3 +67,13 @@ def authorize_owner(p: Principal, owner: str | None) -> None:
         return
     if owner is None or owner != p.tenant_id:
         raise PermissionDenied("this resource belongs to another owner")
+
+
+async def managed_key(cp: ControlPlane, p: Principal, key_id: str) -> dict[str, Any]:
+    """The key ``key_id`` if ``p`` may manage it (404 unknown, 403 another owner's)."""
+    require_writer(p)
+    info: dict[str, Any] | None = await cp.keyring.key_info(key_id)
+    if info is None:
+        raise NotFound(f"no API key {key_id!r}; see 'cambist keys list'", param="key_id")
+    authorize_owner(p, info["tenant_id"])
+    return info

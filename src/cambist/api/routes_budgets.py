@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from cambist.api.auth import authorize_owner, control_plane, principal, require_writer
+from cambist.api.auth import control_plane, managed_key, principal
 from cambist.api.context import ControlPlane
 from cambist.domain.billing import Principal
 from cambist.domain.errors import NotFound
@@ -58,11 +58,7 @@ async def set_key_budget(key_id: str, body: BudgetBody,
                          cp: Annotated[ControlPlane, Depends(control_plane)],
                          p: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
     """Set or clear one key's spend budget (idempotent: the body is the whole budget)."""
-    require_writer(p)
-    info = await cp.keyring.key_info(key_id)
-    if info is None:
-        raise NotFound(f"no API key {key_id!r}; see 'cambist keys list'", param="key_id")
-    authorize_owner(p, info["tenant_id"])
+    await managed_key(cp, p, key_id)
     if cp.budgets is None:
         raise NotFound("this exchange does not track key budgets", param="key_id")
     await cp.budgets.set_budget(key_id, body.limit, body.alert, body.period)

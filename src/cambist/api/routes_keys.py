@@ -23,8 +23,8 @@ from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, Field
 
 from cambist.api.auth import (
-    authorize_owner,
     control_plane,
+    managed_key,
     principal,
     require_writer,
     resolve_tenant,
@@ -34,7 +34,7 @@ from cambist.api.routes_budgets import budget_json
 from cambist.api.routes_privacy import tiers_json
 from cambist.domain.billing import Principal
 from cambist.domain.endpoint import parse_tier_list
-from cambist.domain.errors import NotFound, PermissionDenied
+from cambist.domain.errors import PermissionDenied
 from cambist.ledger.budgets import KeyBudgets
 from cambist.ledger.idempotency import IdempotencyStore, IdempotentCall
 
@@ -82,16 +82,6 @@ def _key_json(info: dict[str, Any], secret: str | None = None,
     if secret is not None:
         out["key"] = secret
     return out
-
-
-async def _owned_key(cp: ControlPlane, p: Principal, key_id: str) -> dict[str, Any]:
-    """The key ``key_id`` if ``p`` may manage it (404 unknown, 403 another owner's)."""
-    require_writer(p)
-    info: dict[str, Any] | None = await cp.keyring.key_info(key_id)
-    if info is None:
-        raise NotFound(f"no API key {key_id!r}; see 'cambist keys list'", param="key_id")
-    authorize_owner(p, info["tenant_id"])
-    return info
 
 
 def _secret_of(cp: ControlPlane, result: dict, call: IdempotentCall | None,
@@ -152,7 +142,7 @@ async def revoke_key(key_id: str, response: Response,
                      body: KeyActionBody | None = None,
                      idempotency_key: IdempotencyHeader = None) -> dict:
     """Revoke a key: every process refuses it within a second."""
-    await _owned_key(cp, p, key_id)
+    await managed_key(cp, p, key_id)
     call = IdempotentCall.resolve(p.key_id, idempotency_key,
                                   body.idempotency_key if body else None,
                                   {"op": "keys.revoke", "key_id": key_id})
@@ -176,7 +166,7 @@ async def rotate_key(key_id: str, response: Response,
                      idempotency_key: IdempotencyHeader = None) -> dict:
     """Replace a key with a new one (same tenant, scope and name) and revoke
     it; the new secret is returned once."""
-    await _owned_key(cp, p, key_id)
+    await managed_key(cp, p, key_id)
     call = IdempotentCall.resolve(p.key_id, idempotency_key,
                                   body.idempotency_key if body else None,
                                   {"op": "keys.rotate", "key_id": key_id})

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from cambist.api.auth import authorize_owner, control_plane, principal, require_writer
+from cambist.api.auth import authorize_owner, control_plane, managed_key, principal, require_writer
 from cambist.api.context import ControlPlane
 from cambist.domain.billing import Principal
 from cambist.domain.endpoint import PRIVACY_TIERS, parse_tier_list
@@ -49,11 +49,7 @@ async def set_key_privacy(key_id: str, body: PrivacyPolicyBody,
                           cp: Annotated[ControlPlane, Depends(control_plane)],
                           p: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
     """Set the tiers one key may use (idempotent: the body is the whole policy)."""
-    require_writer(p)
-    info = await cp.keyring.key_info(key_id)
-    if info is None:
-        raise NotFound(f"no API key {key_id!r}; see 'cambist keys list'", param="key_id")
-    authorize_owner(p, info["tenant_id"])
+    await managed_key(cp, p, key_id)
     await cp.keyring.set_privacy(key_id=key_id, tiers=_parse(body))
     info = await cp.keyring.key_info(key_id)
     return {"id": key_id, "privacy_tiers": tiers_json(info["privacy_tiers"])}
