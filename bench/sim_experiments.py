@@ -30,6 +30,15 @@ ORDER = ("dedicated", "single-supplier", "cambist", "oracle")
 """The four policies every run has (``single-elastic`` is extra, bench only)."""
 
 
+def _preemption_line(pre: dict[str, Any]) -> str:
+    t = pre["time_to_restore_s"]
+    line = f"{pre['count']} preemptions, {pre['replaced']} replaced"
+    if t["p50"] is not None:
+        line += (f", time to restore capacity p50 {t['p50']:.0f} s / p90 {t['p90']:.0f} s / "
+                 f"max {t['max']:.0f} s")
+    return line
+
+
 def _run(name: str, days: float, tenants: int, seed: int | None, out: Path) -> dict[str, Any]:
     sc = load_scenario(name)
     run = asyncio.run(simulate(sc, RunOptions(days=days, tenants=tenants,
@@ -41,7 +50,8 @@ def _run(name: str, days: float, tenants: int, seed: int | None, out: Path) -> d
     print(f"  {name}: {fig['simulated_s'] / 86400:.0f} simulated days in {fig['wall_s']:.1f} s "
           f"wall ({fig['speedup']:,.0f}x), {fig['cpu_s']:.1f} s CPU ({fig['speedup_cpu']:,.0f}x); "
           f"capture {fig.get('capture_ratio') or float('nan'):.3f}; cambist "
-          f"${float(p['cambist']['cost_per_mtok']):.4f}/Mtok", flush=True)
+          f"${float(p['cambist']['cost_per_mtok']):.4f}/Mtok; "
+          f"{_preemption_line(fig['preemptions'])}", flush=True)
     return fig
 
 

@@ -98,5 +98,9 @@ def register(app: typer.Typer) -> None:
         cap = fig.get("capture_ratio")
         if cap is not None:
             console.print(f"capture ratio {cap:.3f}")
+        pre, ttr = fig["preemptions"], fig["preemptions"]["time_to_restore_s"]
+        console.print(f"preemptions {pre['count']}, {pre['replaced']} replaced" + (
+            f"; time to restore capacity p50 {ttr['p50']:.0f} s, p90 {ttr['p90']:.0f} s, "
+            f"max {ttr['max']:.0f} s" if ttr["p50"] is not None else ""))
         console.print(f"simulated {run.simulated_s / 86400:.1f} days in {run.wall_s:.1f} s "
                       f"({run.speedup:,.0f}x real time); report in {out}/report.md")

@@ -6,8 +6,10 @@ fresh listing); every five minutes the capacity policy steps (placement
 solves, leases, releases through the suppliers) and the fleet swaps the
 routing table; every minute each model's traffic is routed and served, per
 cohort or per request (:mod:`cambist.sim.traffic`), and the served tokens
-are metered with the route's own ``compute_cost``. Nothing sleeps, so a
-month runs in minutes. The policy only ever sees minutes already simulated.
+are metered with the route's own ``compute_cost``. Units whose supplier took
+them back since the last minute leave the fleet at each minute boundary,
+before the policy runs, and the policy replaces them at once. Nothing sleeps,
+so a month runs in minutes. The policy only ever sees minutes already simulated.
 """
 
 from __future__ import annotations
@@ -243,11 +245,15 @@ async def run_driver(demand: Demand, market: Market, shapes: dict[str, ModelShap
                 _meter(states, k // 60 - 1, result)
             await market.step(now)
             fleet.swap_routes(now)
+        lost = await fleet.preempt_due(now)
+        if lost:
+            await policy.replace_lost(lost, now)
         if k % int(settings.interval_s // 60) == 0:
             await policy.step(now)
         else:
             await policy.react(now)
             await fleet.tick(now)
+        policy.track_restores(now)
         for m, st in states.items():
             capacity[m][k] = sum(r.endpoint.capacity_tok_s for r in table.routes(m))
             served[m][k] = traffic.minute(m, st, k, now)

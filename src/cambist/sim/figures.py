@@ -18,7 +18,7 @@ from cambist.analytics.margins import allocate_idle, margin_total
 from cambist.analytics.rows import UsageRow
 from cambist.domain.money import to_micros
 from cambist.sim.baselines import Outcome
-from cambist.sim.run import SimRun
+from cambist.sim.run import START, SimRun
 
 __all__ = ["capture_ratio", "dollars", "run_figures"]
 
@@ -93,6 +93,30 @@ def _daily(run: SimRun) -> dict[str, list[float]]:
     return {"utilization": util, "compute_margin": cm, "effective_margin": em}
 
 
+def _preemptions(run: SimRun) -> dict[str, Any]:
+    """Units lost to preemption in the measured window and the time to restore
+    capacity after each (over losses of planned units restored before the end)."""
+    recs = [p for p in run.driver.fleet.preemptions if p.lost_at >= START]
+    planned = [p for p in recs if p.planned]
+    ttr = np.array([p.restore_s for p in planned if p.restore_s is not None])
+    by_supplier: dict[str, int] = {}
+    for p in recs:
+        by_supplier[p.supplier] = by_supplier.get(p.supplier, 0) + 1
+
+    def q(x: float) -> float | None:
+        return round(float(np.quantile(ttr, x)), 1) if len(ttr) else None
+
+    return {
+        "preemption_per_hour": run.scenario.market.preemption_per_hour,
+        "count": len(recs), "by_supplier": dict(sorted(by_supplier.items())),
+        "of_retiring_units": len(recs) - len(planned),
+        "replaced": sum(1 for p in planned if p.replaced_by),
+        "unrestored_at_end": sum(1 for p in planned if p.restored_at is None),
+        "time_to_restore_s": {"p50": q(0.5), "p90": q(0.9), "max": q(1.0),
+                              "mean": round(float(ttr.mean()), 1) if len(ttr) else None},
+    }
+
+
 def run_figures(run: SimRun) -> dict[str, Any]:
     """Every figure of ``run`` as JSON-ready data (money as strings)."""
     revenue = sum(run.revenue.values(), Decimal(0))
@@ -129,6 +153,7 @@ def run_figures(run: SimRun) -> dict[str, Any]:
         "hourly_cost": {n: [round(float(x), 4) for x in o.hourly_cost]
                         for n, o in run.outcomes.items()},
         "daily_cambist": _daily(run),
+        "preemptions": _preemptions(run),
     }
     if {"single-supplier", "oracle"} <= run.outcomes.keys():
         out["capture_ratio"] = capture_ratio(

@@ -8,10 +8,19 @@ market step lists the offers (on-demand ones; spot is left out of the study)
 and appends a row to the :class:`MarketTape`: each offer's realized price and
 the units available *to the platform* (what the supplier lists plus what the
 platform itself holds), which the baselines and the hindsight oracle read.
+
+Preemptions: the scenario's ``preemption_per_hour`` (per supplier) gives each
+leased unit an exponential lifetime drawn when it is leased, from a generator
+seeded by the run's seed, the supplier and the lease id (so a seed names the
+same losses whatever else the run draws; a zero rate draws nothing). At that
+time the supplier takes the unit back (:meth:`Market.preempt`). The study
+leases on-demand listings, so the rate stands for a spot-style reclaim or an
+instance failure alike; the suppliers' own spot offers stay out of it.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -139,6 +148,9 @@ class Market:
             raise ValueError("no supplier of the scenario lists any of its market.gpus; add a "
                              "supplier that does or list other GPUs")
         self.spin_up_s = {s.name: s.spin_up_s for s in scenario.market.suppliers}
+        self.preemption_per_hour = {s.name: scenario.market.preemption_rate(s.name)
+                                    for s in scenario.market.suppliers}
+        self.seed = seed
         self.offers: list[Offer] = []
         self.tape = MarketTape()
         self.held: dict[str, int] = {}
@@ -176,3 +188,24 @@ class Market:
         self.held[offer_id] = max(0, self.held.get(offer_id, 0) - 1)
         if offer_id in self.free:
             self.free[offer_id] += 1
+
+    def preempt_at(self, supplier: str, lease_id: str, now: float) -> float | None:
+        """When the supplier will take back the unit leased as ``lease_id`` at
+        ``now`` (``None``: never; see the module docstring)."""
+        rate = self.preemption_per_hour.get(supplier, 0.0)
+        if rate <= 0:
+            return None
+        draw = random.Random(f"{self.seed}:preempt:{supplier}:{lease_id}")
+        return now + draw.expovariate(rate / 3600.0)
+
+    async def preempt(self, supplier: str, lease_id: str, offer_id: str, at: float) -> None:
+        """The supplier takes the unit back at ``at``: its lease ends then. Unlike
+        a release the unit is not counted free again before the next listing:
+        the supplier reclaimed it (for someone else, or it broke)."""
+        await self.suppliers[supplier].release(lease_id, at)
+        self.held[offer_id] = max(0, self.held.get(offer_id, 0) - 1)
+
+    def sold_out(self, offer_id: str) -> None:
+        """The supplier refused a lease of ``offer_id``: none free until the next listing."""
+        if offer_id in self.free:
+            self.free[offer_id] = 0

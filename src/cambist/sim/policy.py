@@ -21,6 +21,16 @@ the past: the output tokens/s each model was asked for, minute by minute.
   cheapest units for the deficit (placement heuristic).
 - **Scale down** when capacity exceeds the need by more than ``shrink_band``,
   most expensive $/Mtok first, never before a unit's billing minimum.
+- **Replace lost units** the minute a preemption is noticed
+  (:meth:`CapacityPolicy.replace_lost`): the lost tokens/s are leased at once
+  through the scale-up path (cheapest quick units, placement heuristic); a
+  refused lease is retried every minute until covered, or until the remaining
+  fleet covers the need. Each loss's record gets its time to restore: the
+  first minute at which the units *serving* the model (ready, retiring ones
+  included: they still take traffic) add up to its planned capacity just
+  before the loss, or to the policy's planned capacity now (plus what it
+  still owes) if that is lower. (A retiring unit that is lost is not
+  replaced: its successor is already leased.)
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from cambist.domain.models import MODEL_CATALOG
 from cambist.domain.offer import Offer
 from cambist.placement.problem import Plan, Policy, SolverName, WorkloadDemand
 from cambist.placement.solve import solve
-from cambist.sim.fleet import Fleet, Unit
+from cambist.sim.fleet import Fleet, Preemption, Unit
 
 __all__ = ["CapacityPolicy", "Observed", "PolicySettings"]
 
@@ -95,6 +105,7 @@ class CapacityPolicy:
     name: str = "sim-capacity"
     solves: int = 0
     replacements: int = 0
+    _unrestored: list[Preemption] = field(default_factory=list)
 
     @property
     def interval_s(self) -> float:
@@ -189,7 +200,7 @@ class CapacityPolicy:
                     new.append(unit)
         return new
 
-    async def _scale_up(self, model: str, deficit: float, now: float) -> None:
+    async def _scale_up(self, model: str, deficit: float, now: float) -> list[Unit]:
         """Cover ``deficit`` tokens/s at once, from the offers that come up
         fastest (a burst cannot wait for a slow supplier; the hourly
         re-placement moves the load to cheaper units if they pay back)."""
@@ -199,14 +210,68 @@ class CapacityPolicy:
         quick = [o for o in offers if spin.get(o.supplier, 0.0) <= fastest + self.settings.quick_s]
         plan = self._solve(model, deficit, quick, {}, "heuristic") if quick else None
         plan = plan or self._solve(model, deficit, offers, {}, "heuristic")
-        if plan is not None:
-            await self._lease_plan(model, plan, {}, now)
+        if plan is None:
+            return []
+        return await self._lease_plan(model, plan, {}, now)
+
+    def _open(self, model: str | None = None) -> list[Preemption]:
+        return [p for p in self._unrestored if model is None or p.model == model]
+
+    async def replace_lost(self, lost: list[Preemption], now: float) -> None:
+        """Lease replacements for units just preempted (see the module docstring)."""
+        for p in lost:
+            if p.planned:  # a retiring unit's successor is already leased
+                p.owed = p.capacity
+            self._unrestored.append(p)
+        await self._cover_owed(now)
+
+    async def _cover_owed(self, now: float) -> None:
+        """Lease what lost units are still owed, per model, at once."""
+        for model in dict.fromkeys(p.model for p in self._unrestored if p.owed > 0):
+            owing = [p for p in self._open(model) if p.owed > 0]
+            refused = len(self.fleet.refused)
+            new = await self._scale_up(model, sum(p.owed for p in owing), now)
+            for offer_id in self.fleet.refused[refused:]:
+                # The market's free counts can be stale (a listing's units taken
+                # since): a retry must not ask the same sold-out offer again.
+                self.fleet.market.sold_out(offer_id)
+            got = sum(u.cap.tokens_per_s for u in new)
+            for p in owing:  # oldest loss first
+                take = min(p.owed, got)
+                p.owed -= take
+                got -= take
+                if take > 0:
+                    p.replaced_by += [u.lease_id for u in new]
+                if p.owed <= 1e-9:
+                    p.owed = 0.0
+
+    def _forgive(self, model: str, need: float) -> None:
+        """Stop owing ``model`` replacements once what it plans covers ``need``."""
+        if self.fleet.planned_capacity(model) >= need:
+            for p in self._open(model):
+                p.owed = 0.0
+
+    def track_restores(self, now: float) -> None:
+        """Close the records whose model's capacity is whole again at ``now``."""
+        if not self._unrestored:
+            return
+        for model in dict.fromkeys(p.model for p in self._unrestored):
+            serving = self.fleet.serving_capacity(model, now)
+            planned = self.fleet.planned_capacity(model)
+            open_ = self._open(model)
+            owed = sum(p.owed for p in open_)
+            for p in open_:
+                if serving >= min(p.target, planned + owed) - 1e-6:
+                    p.restored_at = now
+        self._unrestored = [p for p in self._unrestored if p.restored_at is None]
 
     async def react(self, now: float) -> None:
         """Every minute: lease at once when the last two minutes' rate (plus
         draining the queue within ``drain_s``) would overload the planned
         capacity (the five-minute step keeps the target headroom; this only
         catches bursts, so it sizes for full utilization, not the target)."""
+        if self._unrestored:
+            await self._cover_owed(now)
         k = self._minute(now)
         s = self.settings
         for model in self.fleet.shapes:
@@ -255,8 +320,12 @@ class CapacityPolicy:
     async def step(self, now: float) -> None:
         """One round: re-place on the hour, scale up to the need, trim the excess."""
         hourly = (now - self.start + self.settings.lead_s) % 3600 < self.settings.interval_s
+        if self._unrestored:
+            await self._cover_owed(now)
         for model in self.fleet.shapes:
             need_now, need_ahead = self.need(model, now)
+            if self._unrestored:
+                self._forgive(model, max(need_now, need_ahead))
             if hourly:
                 await self._replace(model, need_ahead, now)
             have = self.fleet.planned_capacity(model)

@@ -114,6 +114,32 @@ def _table(fig: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _preemption_lines(fig: dict[str, Any]) -> list[str]:
+    pre = fig.get("preemptions")
+    if not pre:
+        return []
+    t = pre["time_to_restore_s"]
+    lines = ["", "## Preemptions", ""]
+    if not pre["count"]:
+        lines.append(f"No unit was preempted (rate {pre['preemption_per_hour']:.2%} per "
+                     "unit-hour, before per-supplier overrides).")
+        return lines
+    lines.append(
+        f"{pre['count']} leased units were taken back by their supplier (scenario rate "
+        f"{pre['preemption_per_hour']:.2%} per unit-hour, before per-supplier overrides); "
+        f"{pre['replaced']} were replaced at once by the capacity policy (already being "
+        f"retired, so not replaced: {pre['of_retiring_units']}; capacity not yet restored "
+        f"when the run ended: {pre['unrestored_at_end']}).")
+    if t["p50"] is not None:
+        lines += ["", f"Time to restore full capacity: **p50 {t['p50']:.0f} s, p90 "
+                  f"{t['p90']:.0f} s, max {t['max']:.0f} s** (mean {t['mean']:.0f} s), from "
+                  "the loss until the units serving the model add up to its planned capacity "
+                  "before the loss (or the policy's planned capacity, if lower), on the "
+                  "minute grid; it includes up to a minute to notice the loss and the "
+                  "replacement's spin-up."]
+    return lines
+
+
 def write_report(fig: dict[str, Any], out: Path) -> list[Path]:
     """Write ``report.md``, ``figures.json`` and the PNGs into ``out``; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +161,7 @@ def write_report(fig: dict[str, Any], out: Path) -> list[Path]:
     if cap is not None:
         md += ["", f"**Capture ratio: {cap:.3f}** = (single-supplier cost - Cambist cost) / "
                "(single-supplier cost - oracle cost)."]
+    md += _preemption_lines(fig)
     md += ["", "![cost per Mtok](cost-per-mtok.png)", "", "![hourly cost](hourly-cost.png)", "",
            "![utilization](utilization.png)", "", "![margins](margins.png)", "",
            "Policies: *dedicated* = each tenant alone on one offer sized for its own peak; "

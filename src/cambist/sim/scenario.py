@@ -3,8 +3,10 @@
 A scenario is a versioned YAML file (``version: 1``) naming the simulated
 suppliers and how their price processes, capacities, spin-up times and billing
 minimums differ from the shipped profiles, the price list tenants pay, the
-TTFT SLO, and the tenant mix (shares of chat, batch and agent tenants with
-their demand parameters). Four ship inside the package (``steady``, ``glut``,
+TTFT SLO, the rate at which suppliers take leased units back (preemptions,
+optional: absent means none, so files written before it load unchanged), and
+the tenant mix (shares of chat, batch and agent tenants with their demand
+parameters). Four ship inside the package (``steady``, ``glut``,
 ``surge``, ``agentic``); any other path to a YAML file works the same way.
 Everything is parsed and checked once here; a bad file raises
 :class:`ScenarioError` with one sentence naming the fix.
@@ -51,6 +53,8 @@ class SupplierSpec:
     billing_minimum_s: int
     volatility_scale: float = 1.0
     capacity_scale: float = 1.0
+    preemption_per_hour: float | None = None
+    """This supplier's preemption rate per leased unit-hour (``None``: the market's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,16 @@ class MarketSpec:
     """Gluts and surges per SKU per day (``0``: none)."""
     glut_price: tuple[float, float] = (0.75, 0.86)
     surge_price: tuple[float, float] = (1.18, 1.4)
+    preemption_per_hour: float = 0.0
+    """Chance per leased unit per hour that its supplier takes it back (a spot-style
+    reclaim or an instance failure; exponential lifetimes, ``0``: never)."""
+
+    def preemption_rate(self, supplier: str) -> float:
+        """Preemptions per leased unit-hour at ``supplier``."""
+        for s in self.suppliers:
+            if s.name == supplier and s.preemption_per_hour is not None:
+                return s.preemption_per_hour
+        return self.preemption_per_hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +206,8 @@ def _suppliers(raw: Any, where: str) -> tuple[SupplierSpec, ...]:
             volatility_scale=_num(cfg.get("volatility_scale", 1.0),
                                   f"{w}.volatility_scale", 0, 20),
             capacity_scale=_num(cfg.get("capacity_scale", 1.0), f"{w}.capacity_scale", 0.01, 100),
+            preemption_per_hour=None if cfg.get("preemption_per_hour") is None else _num(
+                cfg["preemption_per_hour"], f"{w}.preemption_per_hour", 0, 1),
         ))
     return tuple(out)
 
@@ -267,6 +283,8 @@ def parse_scenario(raw: Any, where: str = "scenario") -> Scenario:
                          f"{where}: market.glut_price", 0.05, 1),
         surge_price=_pair(market.get("surge_price", [1.18, 1.4]),
                           f"{where}: market.surge_price", 1, 10),
+        preemption_per_hour=_num(market.get("preemption_per_hour", 0.0),
+                                 f"{where}: market.preemption_per_hour", 0, 1),
     )
     mix_raw = _need(raw, "mix", where)
     if not isinstance(mix_raw, list) or not mix_raw:
