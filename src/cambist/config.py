@@ -139,6 +139,8 @@ class Settings:
     """(tenant id, plan name) pairs, from the ``tenant_plans`` table."""
     default_plan: str = DEFAULT_PLAN
     """The plan of every tenant ``tenant_plans`` does not name."""
+    allowance_reset_hour: int = 0
+    """Hour of the day (0-23, UTC) when plans' daily allowances reset."""
     redis_url: str = ""
     """``redis://...``: rate-limit counters and credit reservations shared by every
     gateway process through Redis (``docs/SCALE.md``); empty keeps them per process."""
@@ -196,6 +198,7 @@ _ENV_KEYS = {
     "CAMBIST_LEADER_RETRY_S": "leader_retry_s",
     "CAMBIST_STREAM_IDLE_TIMEOUT_S": "stream_idle_timeout_s",
     "CAMBIST_TTFT_SLO_MS": "ttft_slo_ms",
+    "CAMBIST_ALLOWANCE_RESET_HOUR": "allowance_reset_hour",
 }
 
 
@@ -338,6 +341,8 @@ def _check_scale(s: Settings) -> None:
         raise ConfigError("setting 'stream_idle_timeout_s': a positive number of seconds")
     if s.ttft_slo_ms < 0:
         raise ConfigError("setting 'ttft_slo_ms': milliseconds, 0 to turn it off")
+    if not 0 <= s.allowance_reset_hour <= 23:
+        raise ConfigError("setting 'allowance_reset_hour': an hour of the day, 0-23 (UTC)")
     if not s.redis_prefix or any(c.isspace() for c in s.redis_prefix):
         raise ConfigError("setting 'redis_prefix': a non-empty word")
 

@@ -172,9 +172,10 @@ def test_reset_header_is_whole_ms_rounded_up(seconds: float) -> None:
 
 def test_shipped_plans_and_default() -> None:
     book = PlanBook()
-    assert [p.name for p in book.plans()] == ["free", "pro", "pro_plus", "max"]
-    assert book.plan_of("anyone").name == "pro"
-    limits = [p.requests_per_minute for p in book.plans()]
+    assert [p.name for p in book.plans()] == ["free", "pro", "pro_plus", "max", "payg"]
+    assert book.plan_of("anyone").name == "payg"  # pay as you go: no grants
+    assert not book.plan_of("anyone").grants and not book.grants_in_use()
+    limits = [p.requests_per_minute for p in book.plans()[:4]]
     assert limits == sorted(limits)
 
 

@@ -159,13 +159,13 @@ async def test_check_reports_every_violation(
         "INSERT INTO journal_lines (entry_id, account, amount_micros) VALUES (50, 'a', 7)",
         "INSERT INTO journal_lines (entry_id, account, amount_micros) VALUES (99, 'z', -3)",
         "INSERT INTO usage VALUES ('req_lost', 't1', 'k', 'm', NULL, NULL, 1, 1, 0, 500, 0,"
-        " 1, 'ok', 0, 0, NULL, FALSE, 'standard')",
+        " 1, 'ok', 0, 0, NULL, FALSE, 'standard', 0, 0)",
         "INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at)"
         " VALUES (60, 'usage:req_ghost', 'usage', '', 0)",
         "INSERT INTO journal_lines (entry_id, account, amount_micros)"
         " VALUES (60, 'tenant:t1', 5), (60, 'platform:revenue:inference', -5)",
         "INSERT INTO usage VALUES ('req_off', 't1', 'k', 'm', NULL, NULL, 1, 1, 0, 900, 0,"
-        " 1, 'ok', 0, 0, NULL, FALSE, 'standard')",
+        " 1, 'ok', 0, 0, NULL, FALSE, 'standard', 0, 0)",
         "INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at)"
         " VALUES (70, 'usage:req_off', 'usage', '', 0)",
         "INSERT INTO journal_lines (entry_id, account, amount_micros)"

@@ -56,7 +56,9 @@ async def usage(cp: Annotated[ControlPlane, Depends(control_plane)],
 async def balance(cp: Annotated[ControlPlane, Depends(control_plane)],
                   p: Annotated[Principal, Depends(principal)],
                   tenant: str | None = None) -> dict:
-    """Balance and available credit of a tenant (an admin lists all)."""
+    """Balance and available credit of a tenant (an admin lists all), with its
+    plan and each source of credit in spend order: ``allowance_left`` (today),
+    ``pool_left`` (this month), ``prepaid``."""
     t = resolve_tenant(p, tenant)
     known = [x["id"] for x in await cp.keyring.list_tenants()]
     if t is not None and t not in known:
@@ -66,10 +68,16 @@ async def balance(cp: Annotated[ControlPlane, Depends(control_plane)],
     tenants = [t] if t else known
     rows = []
     for tid in tenants:
+        credit = cp.wallet.credit(tid)
         rows.append({"tenant": tid,
                      "journal_balance": str(quantize_usd(await cp.journal.tenant_balance(tid))),
                      "balance": str(quantize_usd(cp.wallet.balance(tid))),
-                     "available": str(quantize_usd(cp.wallet.available(tid)))})
+                     "available": str(quantize_usd(cp.wallet.available(tid))),
+                     "plan": credit["plan"],
+                     "allowance_left": str(quantize_usd(credit["allowance_left"])),
+                     "pool_left": str(quantize_usd(credit["pool_left"])),
+                     "prepaid": str(quantize_usd(credit["prepaid"])),
+                     "spendable": str(quantize_usd(credit["spendable"]))})
     return {"object": "list", "data": rows}
 
 

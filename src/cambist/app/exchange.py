@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cambist.app.events import EventBuffer
 from cambist.app.leader import AdvisoryLockElection, LeaderOnly, Leadership, SoleLeader
 from cambist.app.metrics import RouteCounts
-from cambist.config import Settings
+from cambist.config import ConfigError, Settings
 from cambist.domain.clock import Clock, SystemClock
 from cambist.domain.schedule import Loop, RealTimeScheduler
 from cambist.gateway.deps import GatewayDeps, GatewaySettings
@@ -135,6 +135,10 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
     clock = clock or SystemClock()
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     await asyncio.to_thread(migrate, settings.db_url)
+    if settings.redis_url and settings.plan_book().grants_in_use():
+        raise ConfigError("allowances and pools need the single-process wallet for now "
+                          "(no redis_url): a tenant's plan grants a daily allowance or a "
+                          "monthly pool; see docs/SCALE.md")
     db = open_engine(settings.db_url)
     keyring = Keyring(db, clock, await ensure_server_secret(db))
     await keyring.refresh()
@@ -150,7 +154,9 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
     wallet: TenantWallet
     limiter: RateLimiter | None = None
     if redis is None:
-        wallet = TenantWallet(journal, outbox, clock)
+        # Plans' daily allowances and monthly pools are spent before prepaid credit.
+        wallet = TenantWallet(journal, outbox, clock, settings.plan_book(),
+                              settings.allowance_reset_hour)
         flusher = OutboxFlusher(outbox, db, journal, clock=clock)
     else:
         wallet = SharedWallet(journal, outbox, clock, redis, process=owner,

@@ -76,15 +76,20 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def balance(ctx: typer.Context, tenant: Annotated[str | None, typer.Option()] = None,
                 as_json: JsonOpt = False) -> None:
-        """Tenant balances and available credit."""
+        """Tenant balances and available credit: the plan's daily allowance left,
+        its monthly pool left and the prepaid balance (spent in that order)."""
         data = run_client(ctx, lambda c: c.get("/v1/balance", tenant=tenant))
         if as_json:
             emit_json(data)
             return
-        rows = [[b["tenant"], money(b["balance"], 6), money(b["available"], 6)]
+        rows = [[b["tenant"], b.get("plan") or "", money(b.get("allowance_left", "0"), 6),
+                 money(b.get("pool_left", "0"), 6), money(b["balance"], 6),
+                 money(b["available"], 6)]
                 for b in data["data"]]
-        console.print(table("Balances", ["tenant", "balance", "available"], rows,
-                            justify_right=("balance", "available")))
+        console.print(table("Balances", ["tenant", "plan", "allowance left", "pool left",
+                                         "balance", "available"], rows,
+                            justify_right=("allowance left", "pool left", "balance",
+                                           "available")))
 
     credits = typer.Typer(help="Prepaid credit.", no_args_is_help=True)
     app.add_typer(credits, name="credits")

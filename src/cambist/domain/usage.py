@@ -1,4 +1,4 @@
-"""Usage records: what one request consumed, charged and cost."""
+"""Usage records: what one request consumed, charged and cost, and how it was paid."""
 
 from __future__ import annotations
 
@@ -38,3 +38,10 @@ class UsageRecord:
     # still decode. Such lines did not say which tier served them; they read
     # as "standard", the tier a request gets when it asks for none.
     privacy_tier: str = "standard"
+    # How the price was paid (spend order: daily allowance, then monthly pool,
+    # then prepaid balance), set by the wallet at settlement: micro-dollars
+    # from the tenant's allowance and pool; the rest of ``price`` (rounded once
+    # to micro-dollars) is prepaid credit. Defaulted so older outbox lines,
+    # written when everything was prepaid, still decode.
+    allowance_micros: int = 0
+    pool_micros: int = 0

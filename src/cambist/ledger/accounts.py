@@ -7,7 +7,12 @@ and every entry sums to exactly zero. Accounts:
   credits it, a charge debits it, so the tenant's balance is the *negation*
   of the sum of its lines.
 * ``platform:cash`` — money received (debited by top-ups).
-* ``platform:revenue:inference`` — what tenants pay for tokens.
+* ``platform:revenue:inference`` — what tenants pay for tokens (the whole
+  charge, however it was paid).
+* ``platform:grants:allowance`` — inference paid from plans' daily allowances
+  (debited by the allowance part of a usage charge: a cost of the plans).
+* ``platform:grants:pool`` — inference paid from plans' monthly pools
+  (debited by the pool part of a usage charge).
 * ``platform:revenue:leases`` — what tenants pay for GPUs they rent.
 * ``platform:compute_cost`` — what leases cost the platform.
 * ``supplier:{name}:payable`` — what the platform owes a supplier.
@@ -20,6 +25,8 @@ import re
 __all__ = [
     "CASH",
     "COMPUTE_COST",
+    "GRANTS_ALLOWANCE",
+    "GRANTS_POOL",
     "REVENUE_INFERENCE",
     "REVENUE_LEASES",
     "SUPPLIER_PREFIX",
@@ -33,6 +40,8 @@ __all__ = [
 CASH = "platform:cash"
 REVENUE_INFERENCE = "platform:revenue:inference"
 REVENUE_LEASES = "platform:revenue:leases"
+GRANTS_ALLOWANCE = "platform:grants:allowance"
+GRANTS_POOL = "platform:grants:pool"
 COMPUTE_COST = "platform:compute_cost"
 TENANT_PREFIX = "tenant:"
 SUPPLIER_PREFIX = "supplier:"

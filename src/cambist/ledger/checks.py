@@ -3,7 +3,10 @@
 Each problem is reported as one sentence; an empty list means the books are
 healthy: every entry balances and has at least two lines, no line lacks its
 entry, all lines sum to zero, and every charged usage row has exactly the
-journal entry its price says (and every usage entry has its row).
+journal entry its price says (and every usage entry has its row): its
+tenant is debited the prepaid part (``price − allowance − pool``), and
+``platform:grants:allowance`` / ``platform:grants:pool`` the row's
+``allowance_micros`` / ``pool_micros``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cambist.ledger.accounts import GRANTS_ALLOWANCE, GRANTS_POOL
 from cambist.store.schema import journal_entries, journal_lines, usage
 
 __all__ = ["journal_problems"]
@@ -76,23 +80,49 @@ async def _usage_problems(conn: AsyncConnection) -> list[str]:
     for eid, key in (await conn.execute(unmatched)).all():
         out.append(f"Usage journal entry {eid} ({key}) has no usage row.")
     charged = func.coalesce(func.sum(_L.amount_micros), 0)
+    prepaid = _U.price_micros - _U.allowance_micros - _U.pool_micros
     mismatched = (
-        select(_U.request_id, _U.price_micros, _E.id, charged)
+        select(_U.request_id, _U.price_micros, prepaid, _E.id, charged)
         .select_from(
             usage.join(journal_entries, _E.idempotency_key == usage_key).outerjoin(
                 journal_lines,
                 and_(_L.entry_id == _E.id, _L.account == literal("tenant:") + _U.tenant_id),
             )
         )
-        .group_by(_U.request_id, _U.price_micros, _E.id)
-        .having(charged != _U.price_micros)
+        .group_by(_U.request_id, _U.price_micros, _U.allowance_micros, _U.pool_micros, _E.id)
+        .having(charged != prepaid)
         .order_by(_U.request_id)
     )
-    for rid, price, eid, got in (await conn.execute(mismatched)).all():
+    for rid, price, due, eid, got in (await conn.execute(mismatched)).all():
+        paid = "" if due == price else f" ({due} of it prepaid)"
         out.append(
-            f"Usage row {rid} has price {price} micro-dollars but journal entry {eid} "
+            f"Usage row {rid} has price {price} micro-dollars{paid} but journal entry {eid} "
             f"charges its tenant {got}."
         )
+    for account, column, what in ((GRANTS_ALLOWANCE, _U.allowance_micros, "allowance"),
+                                  (GRANTS_POOL, _U.pool_micros, "pool")):
+        granted = (
+            select(_U.request_id, column, _E.id, charged)
+            .select_from(
+                usage.join(journal_entries, _E.idempotency_key == usage_key).outerjoin(
+                    journal_lines, and_(_L.entry_id == _E.id, _L.account == account)))
+            .group_by(_U.request_id, column, _E.id)
+            .having(charged != column)
+            .order_by(_U.request_id)
+        )
+        for rid, want, eid, got in (await conn.execute(granted)).all():
+            out.append(f"Usage row {rid} paid {want} micro-dollars from the {what} but "
+                       f"journal entry {eid} debits {account} {got}.")
+        # A row whose entry is missing (price 0 skips the entry) must not claim grants.
+        orphan = (
+            select(_U.request_id, column)
+            .select_from(usage.outerjoin(journal_entries, _E.idempotency_key == usage_key))
+            .where(and_(_E.id.is_(None), column != 0))
+            .order_by(_U.request_id)
+        )
+        for rid, want in (await conn.execute(orphan)).all():
+            out.append(f"Usage row {rid} paid {want} micro-dollars from the {what} "
+                       "but has no journal entry.")
     return out
 
 

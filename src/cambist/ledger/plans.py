@@ -1,16 +1,22 @@
-"""Plans: what a tenant may spend per minute, and which plan each tenant is on.
+"""Plans: what a tenant may spend per minute, what it is granted, and which
+plan each tenant is on.
 
 A plan caps requests per minute and tokens per minute, once per API key and
-once per tenant (all its keys together). Plans are declared in configuration
-(``[[plans]]``, which add to or replace the shipped :data:`DEFAULT_PLANS` by
-name); ``tenant_plans`` maps tenant ids to plan names, and every other tenant
-is on the default plan. The gateway enforces them (``cambist.gateway.limits``).
+once per tenant (all its keys together). It may also grant dollars of
+inference: a *daily allowance* (resets every day at ``allowance_reset_hour``,
+UTC) and a *monthly pool* (resets at the start of each UTC calendar month),
+spent before the tenant's prepaid balance (:mod:`cambist.ledger.grants`).
+Plans are declared in configuration (``[[plans]]``, which add to or replace
+the shipped :data:`DEFAULT_PLANS` by name); ``tenant_plans`` maps tenant ids
+to plan names, and every other tenant is on the default plan. The gateway
+enforces the limits (``cambist.gateway.limits``); the wallet spends the grants.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 __all__ = ["DEFAULT_PLAN", "DEFAULT_PLANS", "Plan", "PlanBook", "merge_plans", "plan_from_table"]
@@ -29,6 +35,10 @@ class Plan:
     """All the tenant's keys together."""
     tenant_tokens_per_minute: int
     """All the tenant's keys together."""
+    daily_allowance: Decimal = Decimal(0)
+    """Dollars of inference granted per day (spent first)."""
+    monthly_pool: Decimal = Decimal(0)
+    """Dollars of inference granted per calendar month (spent after the allowance)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -38,22 +48,51 @@ class Plan:
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"plan {self.name!r}: {attr} must be a positive integer")
+        for attr in ("daily_allowance", "monthly_pool"):
+            value = getattr(self, attr)
+            if (isinstance(value, bool) or not isinstance(value, Decimal | int)
+                    or not Decimal(value).is_finite() or value < 0):
+                raise ValueError(f"plan {self.name!r}: {attr} must be a non-negative "
+                                 "amount of dollars")
+            object.__setattr__(self, attr, Decimal(value))
+
+    @property
+    def grants(self) -> bool:
+        """Whether the plan grants any allowance or pool."""
+        return self.daily_allowance > 0 or self.monthly_pool > 0
 
 
 DEFAULT_PLANS: tuple[Plan, ...] = (
-    Plan("free", 20, 40_000, 40, 100_000),
-    Plan("pro", 3_000, 2_000_000, 10_000, 10_000_000),
-    Plan("pro_plus", 10_000, 10_000_000, 30_000, 30_000_000),
-    Plan("max", 30_000, 50_000_000, 100_000, 150_000_000),
+    Plan("free", 20, 40_000, 40, 100_000, daily_allowance=Decimal("0.05")),
+    Plan("pro", 3_000, 2_000_000, 10_000, 10_000_000, monthly_pool=Decimal(20)),
+    Plan("pro_plus", 10_000, 10_000_000, 30_000, 30_000_000,
+         daily_allowance=Decimal(1), monthly_pool=Decimal(60)),
+    Plan("max", 30_000, 50_000_000, 100_000, 150_000_000,
+         daily_allowance=Decimal(5), monthly_pool=Decimal(200)),
+    Plan("payg", 3_000, 2_000_000, 10_000, 10_000_000),
 )
-"""The shipped plans, shaped like Free / Pro / Pro+ / Max."""
+"""The shipped plans, shaped like Free / Pro / Pro+ / Max, and pay-as-you-go
+(Pro's limits, no allowance, no pool: every charge is prepaid credit)."""
 
-DEFAULT_PLAN = "pro"
+DEFAULT_PLAN = "payg"
 """The plan of a tenant ``tenant_plans`` does not name: generous enough that
-the demo and ordinary use never meet it."""
+the demo and ordinary use never meet it, and granting nothing."""
 
 _FIELDS = ("requests_per_minute", "tokens_per_minute",
            "tenant_requests_per_minute", "tenant_tokens_per_minute")
+_GRANTS = ("daily_allowance", "monthly_pool")
+
+
+def _dollars(name: str, attr: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"plan {name!r}: {attr} must be dollars, e.g. \"0.05\"")
+    try:
+        out = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"plan {name!r}: {attr} must be dollars, not {value!r}") from None
+    if not out.is_finite() or out < 0:
+        raise ValueError(f"plan {name!r}: {attr} must be a non-negative amount of dollars")
+    return out
 
 
 def plan_from_table(raw: Mapping[str, Any]) -> Plan:
@@ -62,10 +101,10 @@ def plan_from_table(raw: Mapping[str, Any]) -> Plan:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError("each [[plans]] table needs a name")
-    unknown = set(raw) - {"name", *_FIELDS}
+    unknown = set(raw) - {"name", *_FIELDS, *_GRANTS}
     if unknown:
         raise ValueError(f"plan {name!r}: unknown keys {sorted(unknown)}; known: "
-                         f"name, {', '.join(_FIELDS)}")
+                         f"name, {', '.join(_FIELDS + _GRANTS)}")
     for required in _FIELDS[:2]:
         if required not in raw:
             raise ValueError(f"plan {name!r} needs {required}")
@@ -76,6 +115,8 @@ def plan_from_table(raw: Mapping[str, Any]) -> Plan:
         tenant_requests_per_minute=raw.get("tenant_requests_per_minute",
                                            raw["requests_per_minute"]),
         tenant_tokens_per_minute=raw.get("tenant_tokens_per_minute", raw["tokens_per_minute"]),
+        daily_allowance=_dollars(name, "daily_allowance", raw.get("daily_allowance", 0)),
+        monthly_pool=_dollars(name, "monthly_pool", raw.get("monthly_pool", 0)),
     )
 
 
@@ -123,3 +164,8 @@ class PlanBook:
     def plan_of(self, tenant_id: str) -> Plan:
         """The plan ``tenant_id`` is on."""
         return self._tenants.get(tenant_id, self._default)
+
+    def grants_in_use(self) -> bool:
+        """Whether any tenant is on a plan with an allowance or a pool (the
+        default plan, or one ``tenant_plans`` maps a tenant to)."""
+        return self._default.grants or any(p.grants for p in self._tenants.values())

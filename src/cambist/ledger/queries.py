@@ -22,7 +22,9 @@ async def usage_records(
 ) -> list[dict]:
     """Flushed usage rows, newest first (all tenants when ``tenant_id`` is
     ``None``; only those served under ``privacy_tier`` when given);
-    ``price`` and ``compute_cost`` are Decimal dollars."""
+    ``price`` and ``compute_cost`` are Decimal dollars, and so are
+    ``paid_allowance``, ``paid_pool`` and ``paid_prepaid``, the parts of the
+    price paid from each source."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
     q = select(usage).order_by(_U.created_at.desc(), _U.request_id).limit(limit)
@@ -39,6 +41,10 @@ async def usage_records(
         d = dict(r._mapping)
         d["price"] = from_micros(d.pop("price_micros"))
         d["compute_cost"] = from_micros(d.pop("compute_cost_micros"))
+        # How the price was paid, in spend order (cambist.ledger.grants).
+        d["paid_allowance"] = from_micros(d.pop("allowance_micros"))
+        d["paid_pool"] = from_micros(d.pop("pool_micros"))
+        d["paid_prepaid"] = d["price"] - d["paid_allowance"] - d["paid_pool"]
         d["stream"] = bool(d["stream"])
         out.append(d)
     return out

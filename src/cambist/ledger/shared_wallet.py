@@ -41,6 +41,11 @@ its exposure in Redis (credit stays held, never spent twice) until it restarts
 under the same name, reports its recovered outbox and clears its field.
 If Redis loses its data, ``used`` is rebuilt from the journal and the bound
 is exceeded by at most the charges not yet flushed at that moment.
+
+**No allowances or pools yet.** This wallet charges every request to prepaid
+credit; plans' daily allowances and monthly pools (:mod:`cambist.ledger.grants`)
+need the single-process :class:`~cambist.ledger.wallet.TenantWallet`, and the
+exchange refuses to start with Redis while any tenant's plan grants one.
 """
 
 from __future__ import annotations

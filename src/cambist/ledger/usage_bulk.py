@@ -9,8 +9,11 @@ whatever its size, inside the caller's transaction:
 2. one ``journal_entries`` row per newly inserted, non-zero-price record
    (kind ``usage``, key ``usage:{request_id}``), ``ON CONFLICT DO NOTHING``,
    returning the new ids;
-3. their two ``journal_lines`` each: debit ``tenant:{id}``, credit
-   ``platform:revenue:inference``, the price rounded once to micro-dollars.
+3. their ``journal_lines``: credit ``platform:revenue:inference`` the price
+   rounded once to micro-dollars, and debit it in spend order: the record's
+   ``allowance_micros`` to ``platform:grants:allowance``, its ``pool_micros``
+   to ``platform:grants:pool``, the rest to ``tenant:{id}`` (zero parts get no
+   line, so a prepaid-only charge has the same two lines as ever).
 
 On PostgreSQL the first two send one array per column, expanded with
 ``unnest`` on the server, and the lines go by binary ``COPY`` (no per-row SQL
@@ -22,19 +25,23 @@ same rows.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cambist.domain.money import to_micros
+from cambist.domain.money import from_micros, to_micros
 from cambist.domain.usage import UsageRecord
 from cambist.ledger._sql import insert_ignore
-from cambist.ledger.accounts import REVENUE_INFERENCE, tenant_account
+from cambist.ledger.accounts import (
+    GRANTS_ALLOWANCE,
+    GRANTS_POOL,
+    REVENUE_INFERENCE,
+    tenant_account,
+)
 from cambist.ledger.journal import Entry, Journal
 from cambist.store.schema import usage
 
-__all__ = ["usage_entry", "usage_row", "write_usage"]
+__all__ = ["usage_entry", "usage_lines", "usage_row", "write_usage"]
 
 _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("request_id", "varchar"), ("tenant_id", "varchar"), ("key_id", "varchar"),
@@ -43,6 +50,7 @@ _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("price_micros", "int8"), ("compute_cost_micros", "int8"), ("price_version", "int4"),
     ("status", "varchar"), ("created_at", "float8"), ("latency_ms", "float8"),
     ("ttft_ms", "float8"), ("stream", "bool"), ("privacy_tier", "varchar"),
+    ("allowance_micros", "int8"), ("pool_micros", "int8"),
 )
 
 _ARRAYS = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_USAGE_COLUMNS, 1))
@@ -79,6 +87,8 @@ def usage_row(record: UsageRecord) -> dict[str, Any]:
         "ttft_ms": record.ttft_ms,
         "stream": record.stream,
         "privacy_tier": record.privacy_tier,
+        "allowance_micros": record.allowance_micros,
+        "pool_micros": record.pool_micros,
     }
 
 
@@ -86,12 +96,24 @@ def _memo(record: UsageRecord) -> str:
     return f"{record.model} {record.prompt_tokens}+{record.completion_tokens} tok"
 
 
+def usage_lines(record: UsageRecord) -> list[tuple[str, int]]:
+    """The journal lines charging a record, in micro-dollars: debits in spend
+    order (allowance, pool, prepaid; zero parts omitted), the revenue credit.
+    Raises ``ValueError`` when the parts do not fit in the price."""
+    price = to_micros(record.price)
+    a, p = record.allowance_micros, record.pool_micros
+    if a < 0 or p < 0 or a + p > price:
+        raise ValueError(f"record {record.request_id}: allowance {a} and pool {p} "
+                         f"micro-dollars do not fit in its price {price}")
+    debits = ((GRANTS_ALLOWANCE, a), (GRANTS_POOL, p),
+              (tenant_account(record.tenant_id), price - a - p))
+    return [*((acct, m) for acct, m in debits if m), (REVENUE_INFERENCE, -price)]
+
+
 def usage_entry(record: UsageRecord) -> Entry:
     """The journal entry charging a record (kind ``usage``)."""
-    price = Decimal(record.price)
-    return Entry(f"usage:{record.request_id}", "usage",
-                 [(tenant_account(record.tenant_id), price), (REVENUE_INFERENCE, -price)],
-                 _memo(record))
+    lines = [(acct, from_micros(m)) for acct, m in usage_lines(record)]
+    return Entry(f"usage:{record.request_id}", "usage", lines, _memo(record))
 
 
 def _unique(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
@@ -140,10 +162,10 @@ async def _write_pg(conn: AsyncConnection, unique: dict[str, UsageRecord], now: 
         eid = new_ids.get(key)
         if eid is None:  # posted before (cannot happen without its usage row; be safe)
             continue
-        micros = to_micros(r.price)
-        entry_ids += [eid, eid]
-        accounts += [tenant_account(r.tenant_id), REVENUE_INFERENCE]
-        amounts += [micros, -micros]
+        for account, micros in usage_lines(r):
+            entry_ids.append(eid)
+            accounts.append(account)
+            amounts.append(micros)
     if entry_ids:
         # Lines are always new (their entries just were): binary COPY, the fastest path.
         await raw.copy_records_to_table(

@@ -9,6 +9,13 @@ Balances are whole micro-dollars: ``journal balance − charges still in the
 outbox``. A reservation holds ``to_micros(amount)``; ``available = balance −
 holds``; ``reserve`` refuses when ``available`` would go negative.
 
+**Spend order.** With a :class:`~cambist.ledger.plans.PlanBook`, a tenant's
+plan may grant a daily allowance and a monthly pool, spent before its prepaid
+balance (:mod:`cambist.ledger.grants`): ``settle`` splits each charge into
+allowance, pool and prepaid parts and writes the split on the record; only
+the prepaid part reduces the balance. ``reserve`` admits a request when
+``allowance left + pool left + balance − holds`` covers it.
+
 **Bound.** ``settle`` charges ``record.price`` whatever was reserved, so a
 tenant's balance can fall below zero by at most the sum, over its settled
 requests, of ``max(0, price − reserved)``. The gateway caps every charge at
@@ -20,6 +27,7 @@ posted and are the deploy layer's to bound (stop leases when credit runs out).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
 
 from cambist.domain.billing import Reservation
@@ -29,8 +37,10 @@ from cambist.domain.ids import new_id
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
 from cambist.ledger.accounts import REVENUE_INFERENCE
+from cambist.ledger.grants import GrantCounters, prepaid_micros
 from cambist.ledger.journal import Journal, lease_entries
 from cambist.ledger.outbox import UsageOutbox, read_position
+from cambist.ledger.plans import PlanBook
 
 __all__ = ["TenantWallet", "WalletRefresh"]
 
@@ -38,10 +48,14 @@ __all__ = ["TenantWallet", "WalletRefresh"]
 class TenantWallet:
     """In-memory tenant balances backed by the journal and the usage outbox."""
 
-    def __init__(self, journal: Journal, outbox: UsageOutbox, clock: Clock) -> None:
+    def __init__(self, journal: Journal, outbox: UsageOutbox, clock: Clock,
+                 plans: PlanBook | None = None, reset_hour: int = 0) -> None:
+        """``plans`` grants allowances and pools (``None``: none, all prepaid);
+        ``reset_hour`` (0-23, UTC) is when allowance days begin."""
         self._journal = journal
         self._outbox = outbox
         self._clock = clock
+        self._grants = GrantCounters(plans, reset_hour)
         self._balances: dict[str, int] = {}
         self._holds: dict[str, tuple[str, int]] = {}  # reservation id -> (tenant, micros)
         self._held: dict[str, int] = {}  # tenant -> micros held
@@ -53,13 +67,17 @@ class TenantWallet:
         async with self._lock, self._outbox.lock:
             position = await read_position(self._journal.engine, self._outbox.offset_key)
             booked = await self._journal.tenant_balances()
+            now = self._clock.now()
+            granted = await self._grants.query(self._journal.engine, now)
             # No await from here on: the outbox read and the swap see the same
             # appends, and the flusher is locked out until the swap is done.
             balances = {t: to_micros(v) for t, v in booked.items()}
-            for record in self._outbox.pending(position):
+            pending = self._outbox.pending(position)
+            for record in pending:
                 t = record.tenant_id
-                balances[t] = balances.get(t, 0) - to_micros(record.price)
+                balances[t] = balances.get(t, 0) - prepaid_micros(record)
             self._balances = balances
+            self._grants.rebuild(granted, pending, now)
 
     def balance(self, tenant_id: str) -> Decimal:
         """The tenant's balance in memory (charges settled, holds not deducted)."""
@@ -70,15 +88,39 @@ class TenantWallet:
         return from_micros(self._held.get(tenant_id, 0))
 
     def available(self, tenant_id: str) -> Decimal:
-        """Balance minus holds: what a new request may reserve."""
+        """Prepaid balance not needed by holds: ``min(balance, spendable)``
+        (balance minus holds when the plan grants nothing)."""
+        spendable = self._available_micros(tenant_id)
+        prepaid = spendable - self._granted_micros(tenant_id) + self._held.get(tenant_id, 0)
+        return from_micros(min(prepaid, spendable))
+
+    def grants_left(self, tenant_id: str) -> tuple[Decimal, Decimal]:
+        """Daily allowance left today and monthly pool left this month."""
+        a, p = self._grants.left(tenant_id, self._clock.now())
+        return from_micros(a), from_micros(p)
+
+    def spendable(self, tenant_id: str) -> Decimal:
+        """Allowance left + pool left + balance − holds: what a new request may reserve."""
         return from_micros(self._available_micros(tenant_id))
+
+    def credit(self, tenant_id: str) -> dict[str, object]:
+        """The tenant's plan and each source of credit (spend order: allowance,
+        pool, prepaid), for display."""
+        allowance, pool = self.grants_left(tenant_id)
+        return {"plan": self._grants.plan_name(tenant_id), "allowance_left": allowance,
+                "pool_left": pool, "prepaid": self.balance(tenant_id),
+                "held": self.held(tenant_id), "spendable": self.spendable(tenant_id)}
 
     def balances(self) -> dict[str, Decimal]:
         """Every known tenant's in-memory balance."""
         return {t: from_micros(m) for t, m in sorted(self._balances.items())}
 
+    def _granted_micros(self, tenant_id: str) -> int:
+        return sum(self._grants.left(tenant_id, self._clock.now()))
+
     def _available_micros(self, tenant_id: str) -> int:
-        return self._balances.get(tenant_id, 0) - self._held.get(tenant_id, 0)
+        return (self._granted_micros(tenant_id) + self._balances.get(tenant_id, 0)
+                - self._held.get(tenant_id, 0))
 
     def reserve(self, tenant_id: str, amount: Decimal, request_id: str) -> Reservation:
         """Hold ``amount`` (rounded to micro-dollars) for ``request_id``.
@@ -90,13 +132,17 @@ class TenantWallet:
         micros = to_micros(Decimal(amount))
         if micros < 0:
             raise InvalidRequest(f"a reservation must not be negative: {amount}")
+        granted = self._granted_micros(tenant_id)
         balance = self._balances.get(tenant_id, 0)
-        available = balance - self._held.get(tenant_id, 0)
-        if balance <= 0 or available < micros:
+        available = granted + balance - self._held.get(tenant_id, 0)
+        if granted + balance <= 0 or available < micros:
+            sources = ("" if not self._grants.enabled else
+                       " (daily allowance left + monthly pool left + prepaid balance, "
+                       "less requests in flight)")
             raise InsufficientCredit(
                 f"insufficient credit: tenant {tenant_id} has "
-                f"{format_usd(from_micros(max(available, 0)), 6)} available and this request "
-                f"needs {format_usd(from_micros(micros), 6)}; add credit with "
+                f"{format_usd(from_micros(max(available, 0)), 6)} available{sources} and this "
+                f"request needs {format_usd(from_micros(micros), 6)}; add credit with "
                 f"`cambist credits add {tenant_id} <amount>`"
             )
         rid = new_id("rsv")
@@ -117,8 +163,9 @@ class TenantWallet:
         return True
 
     def settle(self, reservation: Reservation, record: UsageRecord) -> None:
-        """Charge ``record.price`` (rounded once), drop the hold, and append the
-        record to the outbox. Raises ``Conflict`` if the reservation is no
+        """Charge ``record.price`` (rounded once) in spend order (allowance,
+        pool, prepaid: the split is written on the record), drop the hold, and
+        append the record to the outbox. Raises ``Conflict`` if the reservation is no
         longer held (settled or released) and ``ValueError`` for a record of
         another tenant or with a negative price."""
         if reservation.id not in self._holds:
@@ -131,9 +178,15 @@ class TenantWallet:
         charge = to_micros(record.price)
         if charge < 0:
             raise ValueError(f"record {record.request_id} has a negative price")
+        allowance, pool = self._grants.split(record.tenant_id, charge, record.created_at,
+                                             self._clock.now())
+        if allowance or pool or record.allowance_micros or record.pool_micros:
+            record = replace(record, allowance_micros=allowance, pool_micros=pool)
         self._outbox.append(record)  # durable first: if this fails the hold stays
         self._drop_hold(reservation.id)
-        self._balances[record.tenant_id] = self._balances.get(record.tenant_id, 0) - charge
+        self._grants.count(record)
+        self._balances[record.tenant_id] = (self._balances.get(record.tenant_id, 0)
+                                            - prepaid_micros(record))
 
     def release(self, reservation: Reservation) -> None:
         """Drop a hold without charging (a no-op if it was already settled or released)."""

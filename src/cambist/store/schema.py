@@ -143,6 +143,10 @@ usage = Table(
     # The privacy tier the request was served under (metadata, never content);
     # rows from before revision 0008 read "standard".
     Column("privacy_tier", String(32), nullable=False, server_default="standard"),
+    # Spend order (revision 0009): micro-dollars of the price paid from the
+    # plan's daily allowance and monthly pool; the rest was prepaid credit.
+    Column("allowance_micros", BigInteger, nullable=False, server_default="0"),
+    Column("pool_micros", BigInteger, nullable=False, server_default="0"),
 )
 
 leases = Table(
