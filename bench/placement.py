@@ -16,6 +16,10 @@ model, from the heuristic's plan, limited to ``--time-limit`` seconds and
 stopping once proven within ``--gap``). ``gap`` is cost over the MILP's proven
 lower bound, minus 1; "timeout" means the MILP hit its limit (its incumbent,
 never dearer than the heuristic's, and its bound are still shown).
+
+``--compare`` also runs the MILP on the plain model (without the valid
+tightenings of ``cambist.placement.grouped``, ``milp.STRENGTHEN = False``) in
+the same run, as the baseline for the before/after figures.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 
 from cambist.domain.models import MODEL_CATALOG
 from cambist.domain.offer import Offer
-from cambist.placement import Plan, Policy, WorkloadDemand, solve
+from cambist.placement import Plan, Policy, WorkloadDemand, milp, solve
 from cambist.providers.registry import build_default_registry
 
 MODELS = [("llama-3.1-8b", 4), ("qwen2.5-7b", 3), ("llama-3.1-70b", 2),
@@ -60,7 +64,8 @@ def scale_offers(base: list[Offer], n: int, units_wanted: int, rng: random.Rando
     out = []
     for i, o in enumerate(picked):
         price = (o.price_per_gpu_hour * Decimal(str(round(rng.uniform(0.85, 1.15), 4))))
-        out.append(replace(o, id=f"{o.id}#{i}", price_per_gpu_hour=price.quantize(Decimal("0.0001")),
+        out.append(replace(o, id=f"{o.id}#{i}",
+                           price_per_gpu_hour=price.quantize(Decimal("0.0001")),
                            available=max(1, round(o.available * factor * rng.uniform(0.5, 1.5)))))
     return out
 
@@ -102,6 +107,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--gap", type=float, default=0.02,
                     help="the MILP's relative gap tolerance (mip_rel_gap)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the MILP on the plain model (the baseline)")
     args = ap.parse_args()
     base = asyncio.run(market_offers())
     rows = []
@@ -117,6 +124,14 @@ def main() -> None:
                 pm = solve(wls, offers, Policy(solver="milp", time_limit_s=args.time_limit,
                                                    mip_rel_gap=args.gap))
             line = f"{n_off:>7} {n_w:>9}  {cell(ph, pm)}"
+            if args.compare and pm is not None:
+                milp.STRENGTHEN = False
+                try:
+                    pb = solve(wls, offers, Policy(solver="milp", time_limit_s=args.time_limit,
+                                                       mip_rel_gap=args.gap))
+                finally:
+                    milp.STRENGTHEN = True
+                line += f"\n{'':>18}plain model: {cell(ph, pb).split('| ')[1]}"
             rows.append(line)
             print(line, flush=True)
 
