@@ -157,7 +157,10 @@ def test_tenant_sees_only_its_own_data(tab: Tab, traffic: Traffic, llama8b: str)
         if path != "/ui/market":
             assert llama8b not in html, path  # the platform's deployment is not its own
     page = s.open("/ui/money")
-    assert [r[0] for r in rows(page, "balances")] == [traffic.other_tenant]
+    balance = rows(page, "balances")
+    assert [r[0] for r in balance] == [traffic.other_tenant]
+    # plan, allowance left, pool left, prepaid, spendable (the default plan grants nothing)
+    assert balance[0][2:5] == ["payg", "$0.0000", "$0.00"] and balance[0][5].startswith("$")
     assert "compute cost" not in page.content()
     assert chart(page, "money")["labels"] == ["spend"]
     assert int(stat(page, "requests")) == traffic.other_requests

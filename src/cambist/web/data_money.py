@@ -72,14 +72,18 @@ def recent_requests(reqs: Sequence[Request]) -> dict[str, Any]:
 
 
 async def balances(cp: ControlPlane, tenant: str | None) -> dict[str, Any]:
-    """Balances and available credit: every tenant's, or one tenant's."""
+    """Every tenant's credit (or one tenant's) in spend order: its plan's
+    allowance left today, pool left this month, then prepaid balance."""
     rows = []
     for t in await cp.keyring.list_tenants():
         if tenant is not None and t["id"] != tenant:
             continue
-        rows.append([t["id"], t["name"], money(cp.wallet.balance(t["id"]), 2),
-                     money(cp.wallet.available(t["id"]), 2)])
-    return table("Balances", ["tenant", "name", "balance", "available"], rows)
+        c = cp.wallet.credit(t["id"])
+        rows.append([t["id"], t["name"], c["plan"], money(c["allowance_left"], 4),
+                     money(c["pool_left"], 2), money(c["prepaid"], 2),
+                     money(c["spendable"], 2)])
+    return table("Balances", ["tenant", "name", "plan", "allowance left", "pool left",
+                              "prepaid", "spendable"], rows)
 
 
 def _margin_rows(rows: list[dict[str, Any]], names: dict[str, str]) -> list[list[Any]]:
