@@ -428,12 +428,15 @@ def test_spend_order_property(fresh_database: FreshDatabase, steps: list[tuple],
         asyncio.run(_property(url, steps, reset_hour))
 
 
-async def test_shared_wallet_refuses_grants(tmp_path: Path) -> None:
-    """With Redis, allowances and pools are refused with a clear error (for now)."""
+async def test_shared_wallet_accepts_grants(tmp_path: Path) -> None:
+    """With Redis, plans that grant allowances and pools are no longer refused
+    (the shared wallet keeps them, tests/scale/test_shared_grants.py): the
+    start goes on until Redis itself is found missing."""
     from cambist.app.exchange import open_exchange
     from cambist.config import Settings
+    from cambist.store.db import DatabaseUnavailable
 
     s = Settings(home=tmp_path, redis_url="redis://127.0.0.1:1/0",
                  tenant_plans=(("ten_x", "free"),))
-    with pytest.raises(ConfigError, match=r"single-process wallet.*docs/SCALE\.md"):
+    with pytest.raises(DatabaseUnavailable, match="cannot reach Redis"):
         await open_exchange(s)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cambist.app.events import EventBuffer
 from cambist.app.leader import AdvisoryLockElection, LeaderOnly, Leadership, SoleLeader
 from cambist.app.metrics import RouteCounts
-from cambist.config import ConfigError, Settings
+from cambist.config import Settings
 from cambist.domain.clock import Clock, SystemClock
 from cambist.domain.schedule import Loop, RealTimeScheduler
 from cambist.gateway.deps import GatewayDeps, GatewaySettings
@@ -135,10 +135,6 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
     clock = clock or SystemClock()
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     await asyncio.to_thread(migrate, settings.db_url)
-    if settings.redis_url and settings.plan_book().grants_in_use():
-        raise ConfigError("allowances and pools need the single-process wallet for now "
-                          "(no redis_url): a tenant's plan grants a daily allowance or a "
-                          "monthly pool; see docs/SCALE.md")
     db = open_engine(settings.db_url)
     keyring = Keyring(db, clock, await ensure_server_secret(db))
     await keyring.refresh()
@@ -160,7 +156,9 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
         flusher = OutboxFlusher(outbox, db, journal, clock=clock)
     else:
         wallet = SharedWallet(journal, outbox, clock, redis, process=owner,
-                              prefix=settings.redis_prefix, slack=settings.credit_slack)
+                              prefix=settings.redis_prefix, slack=settings.credit_slack,
+                              plans=settings.plan_book(),
+                              reset_hour=settings.allowance_reset_hour)
         await wallet.load_books()  # what reporting the recovered outbox needs
         flusher = OutboxFlusher(outbox, db, journal, reporter=wallet, clock=clock)
         limiter = SharedRateLimiter(settings.plan_book(), clock, redis,

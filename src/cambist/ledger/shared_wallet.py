@@ -42,16 +42,58 @@ under the same name, reports its recovered outbox and clears its field.
 If Redis loses its data, ``used`` is rebuilt from the journal and the bound
 is exceeded by at most the charges not yet flushed at that moment.
 
-**No allowances or pools yet.** This wallet charges every request to prepaid
-credit; plans' daily allowances and monthly pools (:mod:`cambist.ledger.grants`)
-need the single-process :class:`~cambist.ledger.wallet.TenantWallet`, and the
-exchange refuses to start with Redis while any tenant's plan grants one.
+**Allowances and pools.** With a :class:`~cambist.ledger.plans.PlanBook`, a
+charge is paid from the plan's daily allowance, then its monthly pool, then
+prepaid credit (:mod:`cambist.ledger.grants`); the split is written on the
+record before the outbox append, and only the prepaid part enters ``used``
+and the exposures above. Per tenant and period (``{day}``/``{month}``: the
+period's start, epoch seconds), Redis holds
+
+* ``{prefix}:gused:a:{t}:{day}`` and ``{prefix}:gused:p:{t}:{month}``: the
+  allowance and pool parts reported, created from the ``usage`` table's sums
+  (:meth:`GrantCounters.query`, at the last load) the first time needed;
+* ``{prefix}:gclaim:a:{t}:{day}`` and ``{prefix}:gclaim:p:{t}:{month}``: a
+  hash, one field per process: its *claim*, the grant parts it settled and
+  has not reported plus what it claimed for its holds. Only the owner writes
+  its field.
+
+Every key lives until a day after its period ends. With each push a process
+claims, in one Lua script (atomic across processes), grants for its holds:
+allowance first, then pool, from ``cap − gused − Σ other claims``; the script
+returns its claims and what is left unclaimed. ``settle`` pays from this
+process's *confirmed* claims on the periods of ``record.created_at`` only
+(deterministic, exact micro-dollars), so across all processes the grants
+paid never exceed a period's allowance or pool, whatever the timing. The
+flusher's report moves the parts into ``gused`` in the same script, under the
+same ``rpos`` guard, as the prepaid parts into ``used`` (exactly once per
+byte range; ``settle`` itself has no retry). A reserve counts
+``allowance left + pool left + prepaid − holds``, where grants left is what
+Redis left unclaimed at the last sync plus this process's unspent claims.
+
+**Bound, grants.** Grants are never overspent (claims are atomic; a push Redis
+did not answer drops this process's unspent claims until it answers: fails
+closed). Their spend order holds exactly while every hold's claim is
+confirmed before it settles; a charge settling first (within a Redis round
+trip of its reservation, or while Redis is down), or while another process's
+holds claim the grants left, is paid from prepaid credit instead; that is
+within the credit bound above, since its hold counted as exposure. A charge
+that settles in a later period than its request arrived takes no grant from
+the new period (only from its own period, if this process still claims it).
+Holds backed by grants count both as exposure and as claims for the other
+processes until they settle (conservative: a near-empty tenant may be refused
+early while requests are in flight). A restarted process reports its
+recovered outbox into ``gused`` and clears its claims; if Redis loses its
+data, ``gused`` is rebuilt from the ``usage`` table and grants may be
+overspent by at most the grant parts not yet flushed and the claims held at
+that moment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from dataclasses import replace
 from decimal import Decimal
 
 from redis.asyncio import Redis
@@ -65,8 +107,10 @@ from cambist.domain.ids import new_id
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
 from cambist.ledger.accounts import REVENUE_INFERENCE, TENANT_PREFIX
+from cambist.ledger.grants import prepaid_micros
 from cambist.ledger.journal import Journal, lease_entries
 from cambist.ledger.outbox import UsageOutbox
+from cambist.ledger.plans import PlanBook
 from cambist.ledger.wallet import TenantWallet
 from cambist.store.schema import journal_entries, journal_lines
 
@@ -101,11 +145,51 @@ _REPORT = """
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] then return cur end
 for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SET', KEYS[i], ARGV[2 * i]) end
-  redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
+  local j = 3 * i - 3
+  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SET', KEYS[i], ARGV[j + 1]) end
+  redis.call('INCRBY', KEYS[i], ARGV[j])
+  if tonumber(ARGV[j + 2]) > 0 then redis.call('EXPIRE', KEYS[i], ARGV[j + 2]) end
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return ARGV[2]
+"""
+
+# Claims a tenant's grants for this process: allowance first, then pool.
+# KEYS: allowance used (day), allowance claims (hash, day), pool used (month),
+# pool claims (hash, month). ARGV: process, wanted (its holds), allowance
+# floor, pool floor (its settled, unreported grant parts), the two caps, the
+# two seeds (the usage table's sums), the two TTLs (s). Returns this process's
+# claims and what is left unclaimed, allowance then pool.
+_GRANT = """
+local function side(used_key, claims_key, cap, floor, want, seed, ttl)
+  if cap <= 0 then return floor, 0 end
+  if redis.call('EXISTS', used_key) == 0 then redis.call('SET', used_key, seed, 'EX', ttl) end
+  local used = tonumber(redis.call('GET', used_key))
+  local others = 0
+  local all = redis.call('HGETALL', claims_key)
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[1] then others = others + tonumber(all[i + 1]) end
+  end
+  local free = cap - used - others - floor
+  if free < 0 then free = 0 end
+  local take = math.min(want, free)
+  local mine = floor + take
+  if mine == 0 then
+    redis.call('HDEL', claims_key, ARGV[1])
+  else
+    redis.call('HSET', claims_key, ARGV[1], string.format('%.0f', mine))
+    redis.call('EXPIRE', claims_key, ttl)
+  end
+  return mine, free - take
+end
+local want = tonumber(ARGV[2])
+local floor_a = tonumber(ARGV[3])
+local floor_p = tonumber(ARGV[4])
+local a, a_free = side(KEYS[1], KEYS[2], tonumber(ARGV[5]), floor_a, want, ARGV[7], ARGV[9])
+local p, p_free = side(KEYS[3], KEYS[4], tonumber(ARGV[6]), floor_p, want - (a - floor_a),
+                       ARGV[8], ARGV[10])
+return {string.format('%.0f', a), string.format('%.0f', p),
+        string.format('%.0f', a_free), string.format('%.0f', p_free)}
 """
 
 
@@ -132,18 +216,31 @@ async def credit_books(journal: Journal) -> tuple[dict[str, int], dict[str, int]
 class SharedWallet(TenantWallet):
     """:class:`TenantWallet` whose credit is shared through Redis (bound above).
 
-    ``process`` names this process stably across restarts (its outbox owner)."""
+    ``process`` names this process stably across restarts (its outbox owner);
+    ``plans`` and ``reset_hour`` grant allowances and pools as in
+    :class:`~cambist.ledger.wallet.TenantWallet`, shared through Redis."""
 
     def __init__(self, journal: Journal, outbox: UsageOutbox, clock: Clock, redis: Redis, *,
                  process: str, prefix: str = "cambist",
-                 slack: Decimal = Decimal("0.50")) -> None:
-        super().__init__(journal, outbox, clock)
+                 slack: Decimal = Decimal("0.50"), plans: PlanBook | None = None,
+                 reset_hour: int = 0) -> None:
+        super().__init__(journal, outbox, clock, plans, reset_hour)
         self._redis = redis
         self._process = process
         self._prefix = prefix
         self._slack = to_micros(slack)
         self._sync = redis.register_script(_SYNC)
         self._report = redis.register_script(_REPORT)
+        self._grant = redis.register_script(_GRANT)
+        # Grants, per tenant: this process's claims as Redis last confirmed them
+        # (day start, allowance claim, month start, pool claim), what was left
+        # unclaimed then (allowance, pool), and per (tenant, "a"|"p", period
+        # start) the grant parts settled here and not reported yet, and the
+        # usage table's sums at the last load (seed Redis's counters).
+        self._claims: dict[str, tuple[float, int, float, int]] = {}
+        self._gfree: dict[str, tuple[int, int]] = {}
+        self._gspent: dict[tuple[str, str, float], int] = {}
+        self._gseed: dict[tuple[str, str, float], int] = {}
         self._credit: dict[str, int] = {}  # journal credit without usage
         self._jusage: dict[str, int] = {}  # journal usage (seeds Redis's `used`)
         self._used: dict[str, int] = {}  # Redis's `used`, last seen
@@ -157,11 +254,27 @@ class SharedWallet(TenantWallet):
     def _key(self, kind: str, tenant_id: str) -> str:
         return f"{self._prefix}:{kind}:{tenant_id}"
 
+    def _gkey(self, kind: str, side: str, tenant_id: str, start: float) -> str:
+        """``{prefix}:gused:a:{t}:{day}`` and the like (``gclaim`` for the hash)."""
+        return f"{self._prefix}:{kind}:{side}:{tenant_id}:{int(start)}"
+
+    def _gttl(self, side: str, start: float, now: float) -> int:
+        """Seconds a period's keys live: a day past the period's end."""
+        p = self._grants.periods
+        end = start + 86_400 if side == "a" else p.month(start + 32 * 86_400)
+        return max(1, math.ceil(end + 86_400 - now))
+
     # -- the books -------------------------------------------------------------
 
     async def load_books(self) -> None:
-        """Reload the journal's credit without usage, and usage, per tenant."""
+        """Reload the journal's credit without usage, and usage, per tenant, and
+        the ``usage`` table's allowance and pool sums of the current and
+        previous periods (what Redis's grant counters start from)."""
         self._credit, self._jusage = await credit_books(self._journal)
+        allowance, pool = await self._grants.query(self._journal.engine, self._clock.now())
+        seed = {(t, "a", d): v for (t, d), v in allowance.items()}
+        seed.update({(t, "p", m): v for (t, m), v in pool.items()})
+        self._gseed = seed
 
     async def load(self) -> None:
         """Reload the books and agree with Redis on every tenant (every 2 s:
@@ -169,6 +282,8 @@ class SharedWallet(TenantWallet):
         async with self._lock:
             await self.load_books()
         self._dirty.update(self._credit)
+        self._dirty.update(self._claims)
+        self._dirty.update(t for t, _, _ in self._gseed)
         await self.push()
 
     # -- what a tenant has -----------------------------------------------------
@@ -176,12 +291,60 @@ class SharedWallet(TenantWallet):
     def _exposure(self, tenant_id: str) -> int:
         return self._held.get(tenant_id, 0) + self._unreported.get(tenant_id, 0)
 
-    def _available_micros(self, tenant_id: str) -> int:
+    def _prepaid_micros(self, tenant_id: str) -> int:
         view = self._view.get(tenant_id)
         if view is None:  # never synced: the journal's word, within the slack
             view = (self._credit.get(tenant_id, 0) - self._jusage.get(tenant_id, 0), 0)
         left, included = view
         return left - (self._exposure(tenant_id) - included)
+
+    def _available_micros(self, tenant_id: str) -> int:
+        return self._granted_micros(tenant_id) + self._prepaid_micros(tenant_id)
+
+    def _grant_left(self, tenant_id: str) -> tuple[int, int]:
+        """Allowance and pool this process may count on now: what Redis left
+        unclaimed at the last sync plus its own claims not spent yet (before
+        any sync of the period: the usage table's word, within the slack)."""
+        cap_a, cap_p = self._grants.limits(tenant_id)
+        if not cap_a and not cap_p:
+            return 0, 0
+        now = self._clock.now()
+        day, month = self._grants.periods.day(now), self._grants.periods.month(now)
+        claims = self._claims.get(tenant_id)
+        free = self._gfree.get(tenant_id, (0, 0))
+        out: list[int] = []
+        sides: tuple[tuple[str, int, float, int], ...] = (("a", cap_a, day, 0),
+                                                          ("p", cap_p, month, 2))
+        for side, cap, start, i in sides:
+            spent = self._gspent.get((tenant_id, side, start), 0)
+            if claims is not None and claims[i] == start:
+                out.append(max(0, free[i // 2] + int(claims[i + 1]) - spent))
+            else:
+                out.append(max(0, cap - self._gseed.get((tenant_id, side, start), 0) - spent))
+        return out[0], out[1]
+
+    def _granted_micros(self, tenant_id: str) -> int:
+        return sum(self._grant_left(tenant_id))
+
+    def grants_left(self, tenant_id: str) -> tuple[Decimal, Decimal]:
+        """Daily allowance and monthly pool left, as this process sees them."""
+        a, p = self._grant_left(tenant_id)
+        return from_micros(a), from_micros(p)
+
+    def _split(self, tenant_id: str, charge: int, created_at: float) -> tuple[int, int]:
+        """A charge's allowance and pool parts, from this process's confirmed
+        claims on the periods of ``created_at`` only."""
+        claims = self._claims.get(tenant_id)
+        if charge <= 0 or claims is None:
+            return 0, 0
+        day, month = self._grants.periods.day(created_at), self._grants.periods.month(created_at)
+        a = p = 0
+        if claims[0] == day:
+            a = min(charge, max(0, claims[1] - self._gspent.get((tenant_id, "a", day), 0)))
+        if claims[2] == month:
+            p = min(charge - a,
+                    max(0, claims[3] - self._gspent.get((tenant_id, "p", month), 0)))
+        return a, p
 
     def _unconfirmed(self, tenant_id: str) -> int:
         view = self._view.get(tenant_id)
@@ -228,8 +391,11 @@ class SharedWallet(TenantWallet):
         return Reservation(rid, tenant_id, from_micros(micros))
 
     def settle(self, reservation: Reservation, record: UsageRecord) -> None:
-        """Charge ``record.price``, drop the hold, append the record to the outbox;
-        the charge stays in this process's exposure until the flusher reports it."""
+        """Charge ``record.price`` (allowance, pool, prepaid: from this process's
+        confirmed claims; the split is written on the record), drop the hold,
+        append the record to the outbox; the prepaid part stays in this
+        process's exposure, the grant parts in its claims, until the flusher
+        reports them."""
         if reservation.id not in self._holds:
             raise Conflict(f"reservation {reservation.id} was already settled or released")
         if record.tenant_id != reservation.tenant_id:
@@ -238,10 +404,19 @@ class SharedWallet(TenantWallet):
         charge = to_micros(record.price)
         if charge < 0:
             raise ValueError(f"record {record.request_id} has a negative price")
+        t = record.tenant_id
+        allowance, pool = self._split(t, charge, record.created_at)
+        if allowance or pool or record.allowance_micros or record.pool_micros:
+            record = replace(record, allowance_micros=allowance, pool_micros=pool)
         self._outbox.append(record)  # durable first: if this fails the hold stays
         self._drop_hold(reservation.id)
-        t = record.tenant_id
-        self._unreported[t] = self._unreported.get(t, 0) + charge
+        if allowance:
+            k = (t, "a", self._grants.periods.day(record.created_at))
+            self._gspent[k] = self._gspent.get(k, 0) + allowance
+        if pool:
+            k = (t, "p", self._grants.periods.month(record.created_at))
+            self._gspent[k] = self._gspent.get(k, 0) + pool
+        self._unreported[t] = self._unreported.get(t, 0) + charge - allowance - pool
         self._changed(t)
 
     def release(self, reservation: Reservation) -> None:
@@ -260,13 +435,44 @@ class SharedWallet(TenantWallet):
 
     # -- Redis -----------------------------------------------------------------
 
+    def _grant_args(self, tenant_id: str, now: float
+                    ) -> tuple[float, float, list[str], list[str | int | float]] | None:
+        """The grant claim of a tenant whose plan grants one: its periods, the
+        script's keys and arguments (``None`` for a plan without grants)."""
+        cap_a, cap_p = self._grants.limits(tenant_id)
+        if not cap_a and not cap_p:
+            return None
+        day, month = self._grants.periods.day(now), self._grants.periods.month(now)
+        t = tenant_id
+        keys = [self._gkey("gused", "a", t, day), self._gkey("gclaim", "a", t, day),
+                self._gkey("gused", "p", t, month), self._gkey("gclaim", "p", t, month)]
+        args: list[str | int | float] = [
+            self._process, self._held.get(t, 0),
+            self._gspent.get((t, "a", day), 0), self._gspent.get((t, "p", month), 0),
+            cap_a, cap_p, self._gseed.get((t, "a", day), 0),
+            self._gseed.get((t, "p", month), 0),
+            self._gttl("a", day, now), self._gttl("p", month, now)]
+        return day, month, keys, args
+
+    def _drop_claims(self, tenants: list[str]) -> None:
+        """Redis may or may not have applied a push it did not answer: spend no
+        claim beyond what is already spent until it answers (fail closed)."""
+        for t in tenants:
+            c = self._claims.get(t)
+            if c is not None:
+                self._claims[t] = (c[0], min(c[1], self._gspent.get((t, "a", c[0]), 0)),
+                                   c[2], min(c[3], self._gspent.get((t, "p", c[2]), 0)))
+
     async def push(self) -> None:
-        """Send the exposure of every changed tenant; learn their credit back."""
+        """Send the exposure of every changed tenant and claim its grants for
+        the holds here; learn its credit and grants back."""
         async with self._redis_lock:
             while self._dirty:
                 tenants = sorted(self._dirty)
                 self._dirty.clear()
                 sent = {t: self._exposure(t) for t in tenants}
+                now = self._clock.now()
+                grants = {t: self._grant_args(t, now) for t in tenants}
                 try:
                     async with self._redis.pipeline(transaction=False) as pipe:
                         for t in tenants:
@@ -275,16 +481,26 @@ class SharedWallet(TenantWallet):
                                 args=[self._process, sent[t], self._credit.get(t, 0),
                                       self._jusage.get(t, 0)],
                                 client=pipe)
-                        replies = await pipe.execute()
+                            g = grants[t]
+                            if g is not None:
+                                await self._grant(keys=g[2], args=g[3], client=pipe)
+                        replies = iter(await pipe.execute())
                 except (RedisError, OSError) as exc:
                     self.failures += 1
                     self._dirty.update(tenants)
+                    self._drop_claims(tenants)
                     log.warning("credit: Redis did not answer (%s); reservations are "
                                 "limited to the slack until it does", exc)
                     return
-                for t, (left, used) in zip(tenants, replies, strict=True):
+                for t in tenants:
+                    left, used = next(replies)
                     self._view[t] = (int(left), sent[t])
                     self._used[t] = int(used)
+                    g = grants[t]
+                    if g is not None:
+                        a, p, a_free, p_free = (int(v) for v in next(replies))
+                        self._claims[t] = (g[0], a, g[1], p)
+                        self._gfree[t] = (a_free, p_free)
 
     async def report(self, outbox: UsageOutbox, start: int, end: int) -> None:
         """Move the charges of outbox bytes ``[start, end)`` into Redis's ``used``,
@@ -303,19 +519,33 @@ class SharedWallet(TenantWallet):
                     return
                 frm = max(start, int(offset))
             records, _ = outbox.read(frm, end - frm)
-            charges: dict[str, int] = {}
+            charges: dict[str, int] = {}  # prepaid parts
+            granted: dict[tuple[str, str, float], int] = {}  # grant parts per period
             seen: set[str] = set()
+            periods = self._grants.periods
             for r in records:
                 if r.request_id not in seen:
                     seen.add(r.request_id)
-                    charges[r.tenant_id] = charges.get(r.tenant_id, 0) + to_micros(r.price)
+                    charges[r.tenant_id] = charges.get(r.tenant_id, 0) + prepaid_micros(r)
+                    for side, part, pstart in (
+                            ("a", r.allowance_micros, periods.day(r.created_at)),
+                            ("p", r.pool_micros, periods.month(r.created_at))):
+                        if part:
+                            k = (r.tenant_id, side, pstart)
+                            granted[k] = granted.get(k, 0) + part
             charges = {t: c for t, c in charges.items() if c}
             new = f"{outbox.generation}:{end}"
+            now = self._clock.now()
             args: list[str | int] = [current, new]
+            keys = [pos_key]
             for t in charges:
-                args += [charges[t], self._jusage.get(t, 0)]
-            reply = await self._report(keys=[pos_key, *(self._key("used", t) for t in charges)],
-                                       args=args)
+                keys.append(self._key("used", t))
+                args += [charges[t], self._jusage.get(t, 0), 0]
+            for (gt, side, pstart), part in granted.items():
+                keys.append(self._gkey("gused", side, gt, pstart))
+                args += [part, self._gseed.get((gt, side, pstart), 0),
+                         self._gttl(side, pstart, now)]
+            reply = await self._report(keys=keys, args=args)
             if (reply.decode() if isinstance(reply, bytes) else reply) != new:
                 raise RuntimeError(f"usage report position of {self._process!r} moved under "
                                    "this process; is another process using the same name?")
@@ -326,6 +556,20 @@ class SharedWallet(TenantWallet):
                     left, included = self._view.get(t, (0, 0))
                     self._view[t] = (left, included - moved)  # still counted, now as `used`
                     self._dirty.add(t)
+            for gk, part in granted.items():
+                gmoved = min(part, self._gspent.get(gk, 0))  # 0: a previous life's records
+                if gmoved:
+                    if gmoved == self._gspent[gk]:
+                        del self._gspent[gk]
+                    else:
+                        self._gspent[gk] -= gmoved
+                    gt, side, pstart = gk
+                    claim = self._claims.get(gt)
+                    if claim is not None and side == "a" and claim[0] == pstart:
+                        self._claims[gt] = (claim[0], claim[1] - gmoved, claim[2], claim[3])
+                    elif claim is not None and side == "p" and claim[2] == pstart:
+                        self._claims[gt] = (claim[0], claim[1], claim[2], claim[3] - gmoved)
+                    self._dirty.add(gt)
         if self._dirty:
             await self.push()
 
