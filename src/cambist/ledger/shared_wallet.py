@@ -106,9 +106,9 @@ from cambist.domain.errors import CambistError, Conflict, InsufficientCredit, In
 from cambist.domain.ids import new_id
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
-from cambist.ledger.accounts import REVENUE_INFERENCE, TENANT_PREFIX
+from cambist.ledger.accounts import TENANT_PREFIX
 from cambist.ledger.grants import prepaid_micros
-from cambist.ledger.journal import Journal, lease_entries
+from cambist.ledger.journal import Journal
 from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.plans import PlanBook
 from cambist.ledger.shared_scripts import GRANT, REPORT, SYNC
@@ -509,35 +509,8 @@ class SharedWallet(TenantWallet):
         if self._dirty:
             await self.push()
 
-    # -- postings --------------------------------------------------------------
-
-    async def topup(self, tenant_id: str, amount: Decimal, idempotency_key: str) -> bool:
-        """Add credit through the journal; every process sees it at its next reload."""
-        async with self._lock:
-            posted = await self._journal.topup(tenant_id, amount, idempotency_key)
-            if posted:
-                self._add(tenant_id, to_micros(amount))
-        return posted
-
-    async def refund(self, tenant_id: str, amount: Decimal, idempotency_key: str,
-                     revenue_account: str = REVENUE_INFERENCE, memo: str = "") -> bool:
-        """Give credit back through the journal."""
-        async with self._lock:
-            posted = await self._journal.refund(tenant_id, amount, idempotency_key,
-                                                revenue_account, memo)
-            if posted:
-                self._add(tenant_id, to_micros(amount))
-        return posted
-
-    async def post_lease_cost(self, lease_id: str, supplier: str, owner_tenant: str | None,
-                              amount: Decimal, fee_rate: Decimal, period_end: float) -> bool:
-        """:meth:`Journal.post_lease_cost`, also charging the owner's credit here."""
-        entries = lease_entries(lease_id, supplier, owner_tenant, amount, fee_rate, period_end)
-        async with self._lock:
-            posted = await self._journal.post_many(entries)
-            if owner_tenant is not None and posted[-1]:
-                self._add(owner_tenant, -to_micros(amount * (1 + fee_rate)))
-        return any(posted)
+    # Postings (topup, refund, post_lease_cost) are TenantWallet's: they call
+    # ``_add`` below, which marks the tenant for the next push to Redis.
 
     def _add(self, tenant_id: str, micros: int) -> None:
         self._credit[tenant_id] = self._credit.get(tenant_id, 0) + micros
