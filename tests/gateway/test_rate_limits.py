@@ -119,3 +119,31 @@ async def test_headers_on_stream_and_on_errors(gw_local: Harness) -> None:
     r = await gw_local.client.post("/v1/chat/completions", json=chat_body(),
                                    headers={"authorization": "Bearer nope"})
     assert r.status_code == 401 and "x-ratelimit-limit-requests" not in r.headers
+
+
+SHORT = Plan("short", requests_per_minute=100, tokens_per_minute=100_000,
+             tenant_requests_per_minute=100, tenant_tokens_per_minute=100_000, max_tokens=64)
+
+
+@pytest.mark.parametrize("plans", [PlanBook([*DEFAULT_PLANS, SHORT], {TENANT: "short"})])
+async def test_a_plan_caps_max_tokens_below_the_gateway(gw_local: Harness) -> None:
+    await gw_local.upstream("a")
+    ok = await gw_local.client.post("/v1/chat/completions", json=chat_body(max_tokens=64))
+    assert ok.status_code == 200, ok.text
+    for field in ("max_tokens", "max_completion_tokens"):
+        r = await gw_local.client.post("/v1/chat/completions", json={
+            **chat_body(), field: 65})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == field and "the most plan short allows is 64" in err["message"]
+
+
+def test_plan_tables_take_max_tokens() -> None:
+    from cambist.ledger.plans import plan_from_table
+
+    p = plan_from_table({"name": "p", "requests_per_minute": 1, "tokens_per_minute": 1,
+                         "max_tokens": 512})
+    assert p.max_tokens == 512
+    with pytest.raises(ValueError, match="max_tokens must be a positive integer"):
+        plan_from_table({"name": "p", "requests_per_minute": 1, "tokens_per_minute": 1,
+                         "max_tokens": 0})

@@ -101,10 +101,12 @@ class ParsedRequest:
 
 def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int,
                   privacy_header: str | None = None,
-                  allowed_tiers: frozenset[str] | None = None) -> ParsedRequest:
+                  allowed_tiers: frozenset[str] | None = None,
+                  cap_owner: str = "this gateway") -> ParsedRequest:
     """Parse, validate and rewrite one request body; raise ``InvalidRequest`` on
     bad input. ``privacy_header`` is the value of the ``x-cambist-privacy`` header;
-    ``allowed_tiers`` the caller's tier policy (``parse_privacy``)."""
+    ``allowed_tiers`` the caller's tier policy (``parse_privacy``); ``cap_owner``
+    names who set ``max_tokens_cap`` in the error (the gateway or a plan)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -126,15 +128,15 @@ def parse_request(raw: bytes, kind: Kind, *, max_tokens_cap: int,
     max_tokens_param = "max_tokens"
     if kind == "chat":
         prompt_tokens = _chat_prompt_tokens(body.get("messages"))
-        legacy = _max_tokens(body, "max_tokens", max_tokens_cap)
-        max_tokens = _max_tokens(body, "max_completion_tokens", max_tokens_cap)
+        legacy = _max_tokens(body, "max_tokens", max_tokens_cap, cap_owner)
+        max_tokens = _max_tokens(body, "max_completion_tokens", max_tokens_cap, cap_owner)
         if max_tokens is not None:
             max_tokens_param = "max_completion_tokens"
         else:
             max_tokens = legacy
     elif kind == "completions":
         prompt_tokens = _text_input_tokens(body, "prompt")
-        max_tokens = _max_tokens(body, "max_tokens", max_tokens_cap)
+        max_tokens = _max_tokens(body, "max_tokens", max_tokens_cap, cap_owner)
         choices = max(choices, _positive_int(body, "best_of") or 1)
     else:
         prompt_tokens = _text_input_tokens(body, "input")
@@ -230,12 +232,10 @@ def _positive_int(body: Mapping[str, Any], name: str) -> int | None:
     return value
 
 
-def _max_tokens(body: Mapping[str, Any], name: str, cap: int) -> int | None:
+def _max_tokens(body: Mapping[str, Any], name: str, cap: int, owner: str) -> int | None:
     value = _positive_int(body, name)
     if value is not None and value > cap:
-        raise InvalidRequest(
-            f"{name} is {value}; the most this gateway allows is {cap}", param=name
-        )
+        raise InvalidRequest(f"{name} is {value}; the most {owner} allows is {cap}", param=name)
     return value
 
 

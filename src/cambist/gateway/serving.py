@@ -140,10 +140,14 @@ class GatewayService:
         admission = self.limiter.admit(principal.key_id, principal.tenant_id)
         request.state.ratelimit_headers = admission.headers  # on every response from here
         self._budget_header(principal.key_id, admission.headers)
+        cap, owner = deps.settings.max_tokens_cap, "this gateway"
+        account = admission.plan  # the tenant's plan may cap max_tokens lower
+        if account.max_tokens is not None and account.max_tokens < cap:
+            cap, owner = account.max_tokens, f"plan {account.name}"
         parsed = parse_request(
-            await self.read_body(request), kind, max_tokens_cap=deps.settings.max_tokens_cap,
+            await self.read_body(request), kind, max_tokens_cap=cap,
             privacy_header=request.headers.get(PRIVACY_HEADER),
-            allowed_tiers=principal.privacy_tiers,
+            allowed_tiers=principal.privacy_tiers, cap_owner=owner,
         )
         completion = parsed.reserve_completion_tokens(deps.settings.default_max_tokens)
         admission.reserve_tokens(parsed.prompt_tokens + completion)

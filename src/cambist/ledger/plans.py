@@ -39,6 +39,8 @@ class Plan:
     """Dollars of inference granted per day (spent first)."""
     monthly_pool: Decimal = Decimal(0)
     """Dollars of inference granted per calendar month (spent after the allowance)."""
+    max_tokens: int | None = None
+    """Most completion tokens one request may ask for (``None``: the gateway's cap)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -48,6 +50,9 @@ class Plan:
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"plan {self.name!r}: {attr} must be a positive integer")
+        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or not isinstance(
+                self.max_tokens, int) or self.max_tokens < 1):
+            raise ValueError(f"plan {self.name!r}: max_tokens must be a positive integer")
         for attr in ("daily_allowance", "monthly_pool"):
             value = getattr(self, attr)
             if (isinstance(value, bool) or not isinstance(value, Decimal | int)
@@ -63,7 +68,7 @@ class Plan:
 
 
 DEFAULT_PLANS: tuple[Plan, ...] = (
-    Plan("free", 20, 40_000, 40, 100_000, daily_allowance=Decimal("0.05")),
+    Plan("free", 20, 40_000, 40, 100_000, daily_allowance=Decimal("0.05"), max_tokens=4096),
     Plan("pro", 3_000, 2_000_000, 10_000, 10_000_000, monthly_pool=Decimal(20)),
     Plan("pro_plus", 10_000, 10_000_000, 30_000, 30_000_000,
          daily_allowance=Decimal(1), monthly_pool=Decimal(60)),
@@ -81,6 +86,7 @@ the demo and ordinary use never meet it, and granting nothing."""
 _FIELDS = ("requests_per_minute", "tokens_per_minute",
            "tenant_requests_per_minute", "tenant_tokens_per_minute")
 _GRANTS = ("daily_allowance", "monthly_pool")
+_OPTIONAL = ("max_tokens",)
 
 
 def _dollars(name: str, attr: str, value: Any) -> Decimal:
@@ -101,10 +107,10 @@ def plan_from_table(raw: Mapping[str, Any]) -> Plan:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError("each [[plans]] table needs a name")
-    unknown = set(raw) - {"name", *_FIELDS, *_GRANTS}
+    unknown = set(raw) - {"name", *_FIELDS, *_GRANTS, *_OPTIONAL}
     if unknown:
         raise ValueError(f"plan {name!r}: unknown keys {sorted(unknown)}; known: "
-                         f"name, {', '.join(_FIELDS + _GRANTS)}")
+                         f"name, {', '.join(_FIELDS + _GRANTS + _OPTIONAL)}")
     for required in _FIELDS[:2]:
         if required not in raw:
             raise ValueError(f"plan {name!r} needs {required}")
@@ -117,6 +123,7 @@ def plan_from_table(raw: Mapping[str, Any]) -> Plan:
         tenant_tokens_per_minute=raw.get("tenant_tokens_per_minute", raw["tokens_per_minute"]),
         daily_allowance=_dollars(name, "daily_allowance", raw.get("daily_allowance", 0)),
         monthly_pool=_dollars(name, "monthly_pool", raw.get("monthly_pool", 0)),
+        max_tokens=raw.get("max_tokens"),
     )
 
 
