@@ -30,7 +30,8 @@ process (SQLite) and shared through Redis (PostgreSQL); against a baseline
 measured in the same run: parsing the request body and serializing a
 response, which every request pays with or without limits.
 
-Run: ``python bench/metering.py [--records 100000] [--postgres URL] [--batch-mb 4]``
+Run: ``python bench/metering.py [--records 100000] [--postgres URL] [--batch-mb 4]
+[--writers 4] [--repeat 3]`` (``--repeat``: the median of that many runs per backend)
 or ``python bench/metering.py --overhead [--redis redis://127.0.0.1:6379/0]``.
 PostgreSQL: a database ``cambist_bench_<random>`` is created on the server of
 ``--postgres`` (default ``postgresql://postgres@127.0.0.1:5432/test``) and
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -93,7 +95,8 @@ async def bench_backend(name: str, url: str, work: Path, n: int, batch_bytes: in
     engine = open_engine(url)
     journal = Journal(engine, SystemClock())
     try:
-        outboxes = [UsageOutbox(work / f"outbox-{name}-{w}.jsonl", offset_key=f"bench:{w}")
+        run = secrets.token_hex(4)
+        outboxes = [UsageOutbox(work / f"outbox-{name}-{run}-{w}.jsonl", offset_key=f"bench:{w}")
                     for w in range(writers)]
         batch = list(records(n))
         t0 = time.perf_counter()
@@ -250,6 +253,14 @@ async def overhead(n: int, work: Path, redis_url: str | None, pg: str | None) ->
         print(f"{label:<26} {path:>16.1f} {total:>14.1f} {total / base:>18.2f}")
 
 
+def _median(runs: list[dict]) -> dict:
+    """One result whose rates are the medians of ``runs`` (the machine is noisy)."""
+    out = dict(runs[0])
+    for k in ("append_per_s", "meter_per_s", "base_per_s"):
+        out[k] = statistics.median(r[k] for r in runs)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=100_000)
@@ -262,6 +273,9 @@ def main() -> None:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     p.add_argument("--writers", type=int, default=2,
                    help="outboxes flushed concurrently into PostgreSQL (gateway processes)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per backend, each on a fresh database; prints the median "
+                        "(the ratio is that of the medians)")
     a = p.parse_args()
     batch = int(a.batch_mb * (1 << 20))
     if a.overhead:
@@ -276,13 +290,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not a.no_sqlite:
-            results.append(asyncio.run(bench_backend(
-                "sqlite", sqlite_url(work / "bench.db"), work, a.records, batch)))
+            runs = []
+            for i in range(a.repeat):
+                runs.append(asyncio.run(bench_backend(
+                    "sqlite", sqlite_url(work / f"bench-{i}.db"), work, a.records, batch)))
+            results.append(_median(runs))
         if not a.no_postgres:
             for writers in sorted({1, a.writers}):
-                with pg_database(a.postgres) as url:
-                    results.append(asyncio.run(bench_backend(
-                        "postgresql", url, work, a.records, batch, writers)))
+                runs = []
+                for _ in range(a.repeat):
+                    with pg_database(a.postgres) as url:
+                        runs.append(asyncio.run(bench_backend(
+                            "postgresql", url, work, a.records, batch, writers)))
+                results.append(_median(runs))
     print(f"{'backend/writers':<16} {'records':>8} {'append/s':>10} {'metering/s':>11} "
           f"{'baseline/s':>11} {'ratio':>6}  (batch ~{results[0]['batch_records']} records)")
     for r in results:

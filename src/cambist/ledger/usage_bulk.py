@@ -1,6 +1,6 @@
 """Writing a batch of usage records with their journal entries in bulk.
 
-The flusher's batch (thousands of records) is written with three statements
+The flusher's batch (thousands of records) is written in three steps
 whatever its size, inside the caller's transaction:
 
 1. the ``usage`` rows, ``ON CONFLICT (request_id) DO NOTHING``, returning the
@@ -15,9 +15,14 @@ whatever its size, inside the caller's transaction:
    to ``platform:grants:pool``, the rest to ``tenant:{id}`` (zero parts get no
    line, so a prepaid-only charge has the same two lines as ever).
 
-On PostgreSQL the first two send one array per column, expanded with
-``unnest`` on the server, and the lines go by binary ``COPY`` (no per-row SQL
-compilation in Python). Elsewhere (SQLite) it goes through
+On PostgreSQL the three are one statement, one round trip: data-modifying
+CTEs fed by one array per ``usage`` column (expanded with ``unnest`` on the
+server). Each newly inserted usage row draws its entry's id from the
+``journal_entries`` sequence in ``RETURNING``, so the lines are built on the
+server from the usage rows whose entries were actually inserted (an integer
+hash join), with no per-row work in Python beyond reading the record's
+fields; the price parts are checked and tenant ids validated in Python
+before anything is written. Elsewhere (SQLite) it goes through
 SQLAlchemy's multi-row ``INSERT`` and :meth:`Journal.post_in`. Both write the
 same rows.
 """
@@ -36,6 +41,7 @@ from cambist.ledger.accounts import (
     GRANTS_ALLOWANCE,
     GRANTS_POOL,
     REVENUE_INFERENCE,
+    TENANT_PREFIX,
     tenant_account,
 )
 from cambist.ledger.journal import Entry, Journal
@@ -54,15 +60,31 @@ _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 _ARRAYS = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_USAGE_COLUMNS, 1))
-_PG_USAGE = (
-    f"INSERT INTO usage ({', '.join(c for c, _ in _USAGE_COLUMNS)}) "
+_N = len(_USAGE_COLUMNS)
+# One statement, one round trip: the usage rows (duplicates skipped by the
+# primary key; each new one draws the id its journal entry will have), one
+# entry per new priced row (duplicates skipped by the idempotency key), the
+# lines of the entries actually inserted (zero parts omitted; in spend order,
+# then the revenue credit); returns the number of new usage rows.
+_PG_WRITE = (
+    f"WITH u AS (INSERT INTO usage ({', '.join(c for c, _ in _USAGE_COLUMNS)}) "
     f"SELECT * FROM unnest({_ARRAYS}) "
-    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
-)
-_PG_ENTRIES = (
-    "INSERT INTO journal_entries (idempotency_key, kind, memo, created_at) "
-    "SELECT k, 'usage', m, $3 FROM unnest($1::varchar[], $2::text[]) AS t(k, m) "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, tenant_id, model, "
+    "prompt_tokens, completion_tokens, price_micros, allowance_micros, pool_micros, "
+    "nextval('journal_entries_id_seq'::regclass) AS eid), "
+    "e AS (INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at) "
+    "SELECT eid, 'usage:' || request_id, 'usage', "
+    "model || ' ' || prompt_tokens || '+' || completion_tokens || ' tok', "
+    f"${_N + 1}::float8 FROM u WHERE price_micros <> 0 "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), "
+    "l AS (INSERT INTO journal_lines (entry_id, account, amount_micros) "
+    "SELECT u.eid, x.account, x.amount FROM u "
+    f"CROSS JOIN LATERAL (VALUES (1, ${_N + 2}::varchar, u.allowance_micros), "
+    f"(2, ${_N + 3}::varchar, u.pool_micros), "
+    f"(3, ${_N + 4}::varchar || u.tenant_id, u.price_micros - u.allowance_micros - u.pool_micros), "
+    f"(4, ${_N + 5}::varchar, -u.price_micros)) AS x(n, account, amount) "
+    "WHERE x.amount <> 0 AND u.eid IN (SELECT id FROM e) ORDER BY u.eid, x.n) "
+    "SELECT count(*) FROM u"
 )
 
 
@@ -146,29 +168,32 @@ async def write_usage(conn: AsyncConnection, journal: Journal, records: Iterable
 async def _write_pg(conn: AsyncConnection, unique: dict[str, UsageRecord], now: float) -> int:
     raw = (await conn.get_raw_connection()).driver_connection  # asyncpg, in our transaction
     assert raw is not None
-    rows = [usage_row(r) for r in unique.values()]
-    columns = [[row[c] for row in rows] for c, _ in _USAGE_COLUMNS]
-    inserted = {rec[0] for rec in await raw.fetch(_PG_USAGE, *columns)}
-    charged = [r for rid, r in unique.items() if rid in inserted and to_micros(r.price) != 0]
-    if not charged:
-        return len(inserted)
-    keys = [f"usage:{r.request_id}" for r in charged]
-    new_ids = {key: eid for eid, key in
-               await raw.fetch(_PG_ENTRIES, keys, [_memo(r) for r in charged], now)}
-    entry_ids: list[int] = []
-    accounts: list[str] = []
-    amounts: list[int] = []
-    for key, r in zip(keys, charged, strict=True):
-        eid = new_ids.get(key)
-        if eid is None:  # posted before (cannot happen without its usage row; be safe)
+    recs = list(unique.values())
+    prices: list[int] = []
+    tenants: set[str] = set()
+    for r in recs:
+        price = to_micros(r.price)
+        prices.append(price)
+        if price == 0:  # no entry, so no lines to check (as on SQLite)
             continue
-        for account, micros in usage_lines(r):
-            entry_ids.append(eid)
-            accounts.append(account)
-            amounts.append(micros)
-    if entry_ids:
-        # Lines are always new (their entries just were): binary COPY, the fastest path.
-        await raw.copy_records_to_table(
-            "journal_lines", records=zip(entry_ids, accounts, amounts, strict=True),
-            columns=["entry_id", "account", "amount_micros"])
-    return len(inserted)
+        # Checked here, as usage_lines does, before anything is written.
+        a, p = r.allowance_micros, r.pool_micros
+        if a < 0 or p < 0 or a + p > price:
+            raise ValueError(f"record {r.request_id}: allowance {a} and pool {p} "
+                             f"micro-dollars do not fit in its price {price}")
+        tenants.add(r.tenant_id)
+    for t in tenants:
+        tenant_account(t)  # raises on an invalid tenant id, as usage_lines does
+    columns: list[list[Any]] = [
+        [r.request_id for r in recs], [r.tenant_id for r in recs], [r.key_id for r in recs],
+        [r.model for r in recs], [r.endpoint_id for r in recs], [r.supplier for r in recs],
+        [r.prompt_tokens for r in recs], [r.completion_tokens for r in recs],
+        [r.reasoning_tokens for r in recs], prices,
+        [to_micros(r.compute_cost) for r in recs], [r.price_version for r in recs],
+        [r.status for r in recs], [r.created_at for r in recs], [r.latency_ms for r in recs],
+        [r.ttft_ms for r in recs], [r.stream for r in recs], [r.privacy_tier for r in recs],
+        [r.allowance_micros for r in recs], [r.pool_micros for r in recs],
+    ]
+    inserted = await raw.fetchval(
+        _PG_WRITE, *columns, now, GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
+    return int(inserted)

@@ -1,0 +1,104 @@
+"""The bulk usage writer: the same rows on every backend, de-duplicated exactly.
+
+On PostgreSQL :func:`write_usage` is one statement of data-modifying CTEs;
+on SQLite a multi-row ``INSERT`` plus :meth:`Journal.post_in`. Both must
+write one usage row per request id, one entry per new priced record whose
+lines are :func:`usage_lines` (spend order, zero parts omitted, revenue
+last), and nothing a second time.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from cambist.domain.usage import UsageRecord
+from cambist.ledger.journal import Journal
+from cambist.ledger.usage_bulk import usage_lines, write_usage
+from cambist.store.schema import journal_entries, journal_lines, usage
+
+
+def _rec(i: int, price: str, allowance: int = 0, pool: int = 0,
+         tenant: str = "ten_a") -> UsageRecord:
+    return UsageRecord(
+        request_id=f"req-{i}", tenant_id=tenant, key_id="key_1", model="m-8b",
+        endpoint_id="ep", supplier="sim", prompt_tokens=10 + i, completion_tokens=20 + i,
+        reasoning_tokens=0, price=Decimal(price), compute_cost=Decimal("0.0000015"),
+        price_version=1, status="ok", created_at=1_767_225_600.0 + i, latency_ms=1.5,
+        ttft_ms=None if i % 2 else 0.5, stream=bool(i % 2), privacy_tier="standard",
+        allowance_micros=allowance, pool_micros=pool)
+
+
+BATCH = [
+    _rec(0, "0.000300"),                          # prepaid only: two lines
+    _rec(1, "0.000300", allowance=300),           # allowance covers it all
+    _rec(2, "0.000300", allowance=100, pool=150),  # all four lines
+    _rec(3, "0.000300", pool=300),                # pool only
+    _rec(4, "0"),                                 # free: usage row, no entry
+    _rec(5, "0.0000005", tenant="ten_b"),         # rounds half up to 1 micro
+]
+
+
+async def _books(journal: Journal) -> tuple[int, dict[str, tuple[str, list[tuple[str, int]]]]]:
+    async with journal.engine.connect() as conn:
+        n = (await conn.execute(select(func.count()).select_from(usage))).scalar_one()
+        rows = (await conn.execute(
+            select(journal_entries.c.idempotency_key, journal_entries.c.memo,
+                   journal_entries.c.kind, journal_lines.c.account,
+                   journal_lines.c.amount_micros)
+            .join(journal_lines, journal_lines.c.entry_id == journal_entries.c.id)
+            .order_by(journal_lines.c.id))).all()
+    out: dict[str, tuple[str, list[tuple[str, int]]]] = {}
+    for key, memo, kind, account, micros in rows:
+        assert kind == "usage"
+        out.setdefault(key, (memo, []))[1].append((account, micros))
+    return n, out
+
+
+async def test_batch_written_once_with_its_lines(journal: Journal) -> None:
+    async with journal.engine.begin() as conn:
+        # A duplicate inside the batch is written once.
+        assert await write_usage(conn, journal, [*BATCH, BATCH[2]], 1.0) == len(BATCH)
+    n, books = await _books(journal)
+    assert n == len(BATCH)
+    priced = [r for r in BATCH if r.price != 0]
+    assert set(books) == {f"usage:{r.request_id}" for r in priced}
+    for r in priced:
+        memo, lines = books[f"usage:{r.request_id}"]
+        assert memo == f"m-8b {r.prompt_tokens}+{r.completion_tokens} tok"
+        assert lines == usage_lines(r)  # same accounts, amounts and order
+        assert sum(m for _, m in lines) == 0
+    assert len(books["usage:req-2"][1]) == 4
+    async with journal.engine.connect() as conn:
+        row = (await conn.execute(select(usage).where(usage.c.request_id == "req-2"))).one()
+    assert (row.price_micros, row.compute_cost_micros, row.allowance_micros,
+            row.pool_micros, row.ttft_ms, row.stream) == (300, 2, 100, 150, 0.5, False)
+
+    # The batch read again (a crash before the position was committed, or a
+    # second flush) and a new record among it: only the new one is booked.
+    again = [*BATCH, _rec(6, "0.000200", allowance=50)]
+    async with journal.engine.begin() as conn:
+        assert await write_usage(conn, journal, again, 2.0) == 1
+    n2, books2 = await _books(journal)
+    assert n2 == len(BATCH) + 1
+    assert {k: v for k, v in books2.items() if k != "usage:req-6"} == books
+    assert books2["usage:req-6"][1] == [("platform:grants:allowance", 50),
+                                        ("tenant:ten_a", 150),
+                                        ("platform:revenue:inference", -200)]
+    assert await journal.check() == []
+
+
+@pytest.mark.parametrize("bad", [
+    _rec(9, "0.000100", allowance=80, pool=30),  # parts exceed the price
+    _rec(9, "0.000100", pool=-1),
+    _rec(9, "0.000100", tenant="bad tenant"),
+])
+async def test_invalid_record_writes_nothing(journal: Journal, bad: UsageRecord) -> None:
+    with pytest.raises(ValueError):
+        async with journal.engine.begin() as conn:
+            await write_usage(conn, journal, [BATCH[0], bad], 1.0)
+    assert await _books(journal) == (0, {})
+    async with journal.engine.begin() as conn:  # the batch without it still goes in
+        assert await write_usage(conn, journal, [BATCH[0]], 1.0) == 1
