@@ -6,6 +6,27 @@ parts) into the shared totals exactly once; ``GRANT`` claims a tenant's
 allowance and pool for a process's reservations in flight. Their keys and
 arguments are documented where :class:`cambist.ledger.shared_wallet.SharedWallet`
 calls them.
+
+Per tenant ``t``, Redis holds:
+
+* ``{prefix}:used:{t}``: every usage charge ever reported, created from the
+  journal's usage total the first time it is needed;
+* ``{prefix}:cr:{t}``: a hash, one field per process: that process's
+  *exposure*, its holds plus the charges it settled and has not reported yet.
+  Only the owner writes its field, always with an absolute value.
+
+and per process ``{prefix}:rpos:{process}``, how far its outbox was reported.
+
+Per tenant and period (``{day}``/``{month}``: the
+period's start, epoch seconds), Redis holds
+
+* ``{prefix}:gused:a:{t}:{day}`` and ``{prefix}:gused:p:{t}:{month}``: the
+  allowance and pool parts reported, created from the ``usage`` table's sums
+  (:meth:`GrantCounters.query`, at the last load) the first time needed;
+* ``{prefix}:gclaim:a:{t}:{day}`` and ``{prefix}:gclaim:p:{t}:{month}``: a
+  hash, one field per process: its *claim*, the grant parts it settled and
+  has not reported plus what it claimed for its holds. Only the owner writes
+  its field.
 """
 
 from __future__ import annotations

@@ -6,15 +6,9 @@ touch only memory and the outbox) and agrees with the other processes through
 Redis, off the request path. Money in Redis is whole micro-dollars as decimal
 integer strings (exact below 2**53, $9e9).
 
-Per tenant ``t``, Redis holds:
-
-* ``{prefix}:used:{t}``: every usage charge ever reported, created from the
-  journal's usage total the first time it is needed;
-* ``{prefix}:cr:{t}``: a hash, one field per process: that process's
-  *exposure*, its holds plus the charges it settled and has not reported yet.
-  Only the owner writes its field, always with an absolute value.
-
-and per process ``{prefix}:rpos:{process}``, how far its outbox was reported.
+Redis holds, per tenant, the usage charged (``used``) and each process's
+*exposure* (its holds plus the charges it settled and has not reported);
+the key layout is in :mod:`cambist.ledger.shared_scripts`.
 
 A tenant's credit is ``credit − used − Σ exposures``, where ``credit`` is the
 journal's balance *without* usage entries (top-ups, refunds, lease charges),
@@ -46,16 +40,9 @@ is exceeded by at most the charges not yet flushed at that moment.
 charge is paid from the plan's daily allowance, then its monthly pool, then
 prepaid credit (:mod:`cambist.ledger.grants`); the split is written on the
 record before the outbox append, and only the prepaid part enters ``used``
-and the exposures above. Per tenant and period (``{day}``/``{month}``: the
-period's start, epoch seconds), Redis holds
-
-* ``{prefix}:gused:a:{t}:{day}`` and ``{prefix}:gused:p:{t}:{month}``: the
-  allowance and pool parts reported, created from the ``usage`` table's sums
-  (:meth:`GrantCounters.query`, at the last load) the first time needed;
-* ``{prefix}:gclaim:a:{t}:{day}`` and ``{prefix}:gclaim:p:{t}:{month}``: a
-  hash, one field per process: its *claim*, the grant parts it settled and
-  has not reported plus what it claimed for its holds. Only the owner writes
-  its field.
+and the exposures above. Redis holds each period's reported grant
+parts (``gused``) and each process's *claim* on the rest (``gclaim``;
+layout in :mod:`cambist.ledger.shared_scripts`).
 
 Every key lives until a day after its period ends. With each push a process
 claims, in one Lua script (atomic across processes), grants for its holds:
