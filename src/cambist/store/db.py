@@ -133,7 +133,15 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-_SQLITE_STATEMENT_CACHE = 8
+# Memory, measured with bench/gateway/bench.py --soak 100000 (bench/README.md
+# "Memory"): sqlite3 keeps 128 prepared statements per connection by default,
+# and the usage flush's multi-row INSERTs differ in row count, so that cache
+# filled with large distinct statements (about 3 KB of native memory per
+# request served); SQLite's 2 MiB page cache per pooled connection added more
+# as the database grew. Statements are re-prepared instead (off the request
+# path), and the OS page cache serves reads the smaller page cache misses.
+_SQLITE_STATEMENT_CACHE = 0
+_SQLITE_PAGE_CACHE_KIB = 512
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -143,6 +151,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA cache_size=-{_SQLITE_PAGE_CACHE_KIB}")
     cur.close()
 
 
@@ -152,10 +161,6 @@ def open_engine(url: str) -> AsyncEngine:
         # pre-ping: a server restart or failover costs one retry, not an error.
         return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10,
                                    max_overflow=20)
-    # sqlite3 keeps 128 prepared statements per connection by default; the
-    # usage flush's multi-row INSERTs differ in row count, so that cache fills
-    # with large distinct statements (native memory the gateway never gave
-    # back: about 3 KB per request served, bench/README.md "Memory").
     engine = create_async_engine(async_url(url),
                                  connect_args={"cached_statements": _SQLITE_STATEMENT_CACHE})
     sync: Engine = engine.sync_engine
