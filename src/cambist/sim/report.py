@@ -26,6 +26,13 @@ def _names(fig: dict[str, Any]) -> list[str]:
     return [n for n in _ORDER if n in fig["policies"]]
 
 
+def _save(f: Any, path: Path) -> None:
+    """Lay out, write and close one figure."""
+    f.tight_layout()
+    f.savefig(path)
+    plt.close(f)
+
+
 def plot_cost_per_mtok(fig: dict[str, Any], path: Path) -> None:
     """Bar chart of $/Mtok per policy, with the capture ratio in the title."""
     names = _names(fig)
@@ -42,9 +49,7 @@ def plot_cost_per_mtok(fig: dict[str, Any], path: Path) -> None:
     ax.set_title(title, fontsize=10)
     ax.set_ylabel("$ / Mtok")
     ax.spines[["top", "right"]].set_visible(False)
-    f.tight_layout()
-    f.savefig(path)
-    plt.close(f)
+    _save(f, path)
 
 
 def _plot_hourly(fig: dict[str, Any], path: Path) -> None:
@@ -55,9 +60,7 @@ def _plot_hourly(fig: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("$ per hour")
     ax.set_title(f"{fig['scenario']}: compute spend per hour", fontsize=10)
     ax.legend(fontsize=8)
-    f.tight_layout()
-    f.savefig(path)
-    plt.close(f)
+    _save(f, path)
 
 
 def _plot_utilization(fig: dict[str, Any], path: Path) -> None:
@@ -72,9 +75,7 @@ def _plot_utilization(fig: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("tenants")
     ax.set_title(f"{fig['scenario']}: pooled vs dedicated utilization", fontsize=10)
     ax.legend(fontsize=8)
-    f.tight_layout()
-    f.savefig(path)
-    plt.close(f)
+    _save(f, path)
 
 
 def _plot_margins(fig: dict[str, Any], path: Path) -> None:
@@ -93,9 +94,7 @@ def _plot_margins(fig: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("margin")
     ax.set_title(f"{fig['scenario']}: effective vs compute margin", fontsize=10)
     ax.legend(fontsize=7)
-    f.tight_layout()
-    f.savefig(path)
-    plt.close(f)
+    _save(f, path)
 
 
 def _table(fig: dict[str, Any]) -> list[str]:
