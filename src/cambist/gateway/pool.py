@@ -1,25 +1,23 @@
-"""The upstream connection pool: one aiohttp session per process and event loop.
+"""The upstream connection pool: keep-alive HTTP/1.1 per process and event loop.
 
-Why aiohttp and not httpx here: measured with ``bench/gateway/run.sh``, httpx
+Why not httpx or aiohttp here: measured with ``bench/gateway/run.sh``, httpx
 cost the gateway about 1.2 ms of CPU per proxied request (most of it in
 httpcore's pool scanning every connection for expiry on each request), the
-whole aiohttp client about 0.1 ms. httpx stays for everything off the hot path
-(probes, health checks, the CLI).
+aiohttp client about 0.1 ms, and the narrow client in :mod:`cambist.gateway.wire`
+(asyncio protocols and httptools) a fraction of that. httpx stays for
+everything off the hot path (probes, health checks, the CLI).
 
 Transport failures leave this module as :class:`TransportError` with a
-``reason`` (``connect``, ``timeout``, ``read``); aiohttp's exceptions are
-translated here and nowhere else. The session is opened lazily inside the
-running loop and closed by :meth:`UpstreamPool.aclose`, or, failing that, when
-its loop shuts down (``asyncio.run`` cancels the keeper task that owns it).
+``reason`` (``connect``, ``timeout``, ``read``). Connections belong to the
+event loop that opened them; :meth:`UpstreamPool.aclose` closes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 
-import aiohttp
+from cambist.gateway.wire import Connection, Wire, WireError, decoder
 
 __all__ = ["TransportError", "UpstreamPool", "UpstreamResponse"]
 
@@ -33,33 +31,32 @@ class TransportError(ConnectionError):
         self.reason = reason
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):  # aiohttp's timeouts subclass the built-in
-        return "timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect"
-    return "read"
-
-
-_FAILURES = (aiohttp.ClientError, TimeoutError, OSError)
-
-
 class UpstreamResponse:
     """A started upstream response: status and headers read, body not yet."""
 
-    __slots__ = ("_raw", "headers", "status")
+    __slots__ = ("_conn", "_read_s", "_released", "_wire", "headers", "status")
 
-    def __init__(self, raw: aiohttp.ClientResponse) -> None:
-        self._raw = raw
-        self.status = raw.status
-        self.headers: Mapping[str, str] = raw.headers
+    def __init__(self, wire: Wire, conn: Connection, read_s: float) -> None:
+        self._wire = wire
+        self._conn = conn
+        self._read_s = read_s
+        self._released = False
+        self.status = conn.status
+        self.headers: Mapping[str, str] = conn.headers
 
     async def read(self) -> bytes:
         """The whole body (decompressed); ``TransportError`` if it breaks."""
         try:
-            return await self._raw.read()
-        except _FAILURES as exc:
-            raise TransportError(_reason(exc)) from None
+            body = await self._conn.read_all(self._read_s)
+        except WireError as exc:
+            raise TransportError(exc.reason) from None
+        unzip = decoder(self.headers.get("content-encoding"))
+        if unzip is not None:
+            try:
+                body = unzip.decompress(body) + unzip.flush()
+            except Exception:
+                raise TransportError("read") from None
+        return body
 
     async def events(self, idle_timeout_s: float | None = None
                      ) -> AsyncIterator[list[bytes]]:
@@ -69,19 +66,22 @@ class UpstreamResponse:
         blank-line terminator, with ``\n`` line ends (see :func:`split_events`).
         Raises ``TransportError`` if the stream breaks or, with
         ``idle_timeout_s``, goes that long without a byte."""
-        content = self._raw.content
+        conn = self._conn
+        unzip = decoder(self.headers.get("content-encoding"))
         buf = b""
         while True:
             try:
-                if idle_timeout_s is None:
-                    chunk = await content.readany()
-                else:
-                    async with asyncio.timeout(idle_timeout_s):
-                        chunk = await content.readany()
-            except _FAILURES as exc:
-                raise TransportError(_reason(exc)) from None
+                chunk = await conn.read_some(idle_timeout_s)
+                if unzip is not None:
+                    chunk = unzip.decompress(chunk) if chunk else unzip.flush()
+            except WireError as exc:
+                raise TransportError(exc.reason) from None
+            except Exception:  # a corrupt compressed stream
+                raise TransportError("read") from None
             if not chunk:
-                break
+                if conn.complete:
+                    break
+                continue
             events, buf = split_events(buf + chunk if buf else chunk)
             if events:
                 yield events
@@ -92,11 +92,9 @@ class UpstreamResponse:
     def close(self) -> None:
         """Give the connection back: kept alive when the body was read to the
         end, closed otherwise (so an abandoned stream stops the upstream)."""
-        raw = self._raw
-        if raw.content.is_eof():
-            raw.release()
-        else:
-            raw.close()
+        if not self._released:
+            self._released = True
+            self._wire.release(self._conn)
 
 
 def split_events(buf: bytes) -> tuple[list[bytes], bytes]:
@@ -122,61 +120,31 @@ class UpstreamPool:
     def __init__(self, limit: int = 1000, keepalive_s: float = 30.0) -> None:
         self._limit = limit
         self._keepalive_s = keepalive_s
-        self._session: aiohttp.ClientSession | None = None
+        self._wire: Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._keeper: asyncio.Task[None] | None = None
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self) -> Wire:
         loop = asyncio.get_running_loop()
-        session = self._session
-        if session is not None and self._loop is loop and not session.closed:
-            return session
-        connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0,
-                                         keepalive_timeout=self._keepalive_s,
-                                         ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                        cookie_jar=aiohttp.DummyCookieJar())
-        self._session, self._loop = session, loop
-        self._keeper = loop.create_task(self._keep(session), name="gateway.upstream-pool")
-        return session
-
-    @staticmethod
-    async def _keep(session: aiohttp.ClientSession) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await session.close()
-
-    def _timeout(self, connect_s: float, read_s: float) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get((connect_s, read_s))
-        if timeout is None:
-            timeout = self._timeouts[(connect_s, read_s)] = aiohttp.ClientTimeout(
-                total=None, connect=connect_s * 2, sock_connect=connect_s, sock_read=read_s)
-        return timeout
+        wire = self._wire
+        if wire is None or self._loop is not loop or wire.closed:
+            wire = self._wire = Wire(self._limit, self._keepalive_s)
+            self._loop = loop
+        return wire
 
     async def post(self, url: str, payload: bytes, headers: Mapping[str, str], *,
                    connect_s: float, read_s: float) -> UpstreamResponse:
         """Send ``payload`` and wait for the status line and headers; raises
         ``TransportError``. The caller must :meth:`UpstreamResponse.close` it."""
-        session = self._open()
+        wire = self._open()
         try:
-            raw = await session.post(url, data=payload, headers=headers,
-                                     timeout=self._timeout(connect_s, read_s),
-                                     allow_redirects=False)
-        except _FAILURES as exc:
-            raise TransportError(_reason(exc)) from None
-        return UpstreamResponse(raw)
+            conn = await wire.post(url, payload, headers, connect_s=connect_s, read_s=read_s)
+        except WireError as exc:
+            raise TransportError(exc.reason) from None
+        return UpstreamResponse(wire, conn, read_s)
 
     async def aclose(self) -> None:
-        """Close every connection (idempotent)."""
-        keeper, self._keeper = self._keeper, None
-        session, self._session = self._session, None
-        if self._loop is not asyncio.get_running_loop():
-            return  # opened on another loop: its shutdown closes it
-        if keeper is not None and not keeper.done():
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-        elif session is not None and not session.closed:
-            await session.close()
+        """Close every idle connection (idempotent); those in use close when
+        their responses are closed."""
+        wire, self._wire = self._wire, None
+        if wire is not None and self._loop is asyncio.get_running_loop():
+            wire.close()

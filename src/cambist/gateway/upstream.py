@@ -212,7 +212,7 @@ async def _attempt(
 ) -> UpstreamResult:
     settings = deps.settings
     # upstream_headers builds the whole allow-listed set; the pool adds only
-    # host, content-length, accept and accept-encoding (all allow-listed).
+    # host and content-length.
     headers = upstream_headers(request.privacy, request_id, route.headers)
     try:
         response = await deps.upstream.post(
