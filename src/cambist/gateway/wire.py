@@ -200,8 +200,10 @@ class Connection(asyncio.Protocol):
 
     def send(self, head: bytes, payload: bytes) -> None:
         """Write one request (head and body in one write)."""
-        self._reset()
         assert self.transport is not None
+        if self._paused:  # closed unread after a read that crossed the mark
+            self.transport.resume_reading()
+        self._reset()
         self.transport.write(head + payload)
 
     async def read_head(self, timeout_s: float | None) -> None:
@@ -226,11 +228,10 @@ class Connection(asyncio.Protocol):
 
     async def read_all(self, timeout_s: float | None) -> bytes:
         """The rest of the body (``timeout_s`` between reads)."""
-        while not self.complete:
-            await self._wait(timeout_s)
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
+        parts = []
+        while data := await self.read_some(timeout_s):
+            parts.append(data)
+        return b"".join(parts)
 
     @property
     def reusable(self) -> bool:
@@ -272,10 +273,6 @@ class Wire:
         return None
 
     async def _connect(self, origin: Origin, timeout_s: float) -> Connection:
-        while self._open >= self._limit:
-            slot = asyncio.get_running_loop().create_future()
-            self._slots.append(slot)
-            await slot
         self._open += 1
         loop = asyncio.get_running_loop()
         tls = None
@@ -300,6 +297,31 @@ class Wire:
         if sock is not None:  # the request goes out in one write: never wait on Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
+
+    async def _acquire(self, origin: Origin, connect_s: float) -> Connection:
+        while True:
+            conn = self._take_idle(origin.key)
+            if conn is not None:
+                return conn
+            if self._open < self._limit:
+                return await self._connect(origin, connect_s)
+            if self._evict_idle():
+                continue
+            slot = asyncio.get_running_loop().create_future()
+            self._slots.append(slot)
+            try:
+                await slot
+            except asyncio.CancelledError:
+                if slot.done() and not slot.cancelled():
+                    self._free_slot()  # pass the wake-up on
+                raise
+
+    def _evict_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                self._drop(idle.popleft())
+                return True
+        return False
 
     def _free_slot(self) -> None:
         while self._slots:
@@ -329,7 +351,7 @@ class Wire:
         lines.append(b"\r\n")
         head = b"".join(lines)
         for _ in range(2):
-            conn = self._take_idle(origin.key) or await self._connect(origin, connect_s)
+            conn = await self._acquire(origin, connect_s)
             conn.send(head, payload)
             try:
                 await conn.read_head(read_s)
@@ -351,6 +373,7 @@ class Wire:
             conn.served += 1
             conn.idle_since = time.monotonic()
             self._idle.setdefault(conn.key, deque()).append(conn)
+            self._free_slot()
         else:
             self._drop(conn)
 
