@@ -1,10 +1,13 @@
 """Per-key spend budgets through a real exchange: set with the CLI, spent
 through the OpenAI SDK until the hard stop refuses (402 ``key_budget_exceeded``),
 the remaining-budget header on every response, one soft-alert event, the
-budget in ``GET /v1/keys``, bad input refused, and another tenant refused."""
+budget in ``GET /v1/keys``, bad input refused, another tenant refused with 404
+(as for an unknown key), and the budget and its spend kept across rotation
+through the API and the CLI."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from decimal import Decimal
@@ -93,12 +96,12 @@ def test_key_budget_end_to_end(exchange: ExchangeProcess, llama8b: str) -> None:
             r2 = own.put(f"/v1/keys/{key_id}/budget", json=bad)
             assert r2.status_code == 400, r2.text
             assert r2.json()["error"]["type"] == "invalid_request_error"
-        # Another tenant's key: refused either way round.
+        # Another tenant's key: not found either way round (its id is not revealed).
         assert own.put(f"/v1/keys/{other_key_id}/budget",
-                       json={"limit": "100"}).status_code in (403, 404)
+                       json={"limit": "100"}).status_code == 404
     with exchange.client(other_admin) as other:
         r3 = other.put(f"/v1/keys/{key_id}/budget", json={"limit": "100"})
-        assert r3.status_code in (403, 404), r3.text
+        assert r3.status_code == 404, r3.text
     cli = exchange.cli("keys", "budget", key_id, "--limit", "100", key=other_admin)
     assert cli.returncode != 0 and "Traceback" not in cli.stderr
 
@@ -123,3 +126,79 @@ def test_key_budget_end_to_end(exchange: ExchangeProcess, llama8b: str) -> None:
     assert HEADER not in raw.headers
     listed = exchange.cli("keys", "list", "--tenant", tenant)
     assert listed.returncode == 0 and key_id in listed.stdout
+
+
+def test_another_tenants_key_is_not_found(exchange: ExchangeProcess) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    _, admin_a, key_a, _ = _tenant(exchange, f"budget-404a-{suffix}")
+    _, admin_b, _, _ = _tenant(exchange, f"budget-404b-{suffix}")
+    with exchange.client(admin_b) as b:
+        theirs = b.put(f"/v1/keys/{key_a}/budget", json={"limit": "1"})
+        unknown = b.put("/v1/keys/key_nope/budget", json={"limit": "1"})
+        assert theirs.status_code == unknown.status_code == 404, theirs.text
+        assert theirs.json()["error"]["type"] == unknown.json()["error"]["type"]
+        assert theirs.json()["error"]["code"] == unknown.json()["error"]["code"]
+        # Every key route answers the same for another tenant's key.
+        for action in ("revoke", "rotate"):
+            assert b.post(f"/v1/keys/{key_a}/{action}").status_code == 404, action
+        assert b.put(f"/v1/keys/{key_a}/privacy",
+                     json={"privacy_tiers": None}).status_code == 404
+    with exchange.client(admin_a) as a:  # nothing changed, and the owner still may
+        assert a.put(f"/v1/keys/{key_a}/budget", json={"limit": "1"}).status_code == 200
+        [row] = [k for k in a.get("/v1/keys").json()["data"] if k["id"] == key_a]
+        assert row["revoked_at"] is None and Decimal(row["budget"]["limit"]) == 1
+
+
+def test_rotation_keeps_the_budget_and_its_spend(exchange: ExchangeProcess,
+                                                 llama8b: str) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    _, admin_key, key_id, secret = _tenant(exchange, f"budget-rot-{suffix}")
+    raw = _sdk(exchange, secret).chat.completions.with_raw_response.create(
+        model="llama-3.1-8b", messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
+    spent = Decimal(raw.headers["x-cambist-cost"])
+    limit, alert = spent * 3, spent * 2
+    with exchange.client(admin_key) as own:
+        r = own.put(f"/v1/keys/{key_id}/budget",
+                    json={"limit": str(limit), "alert": str(alert), "period": "day"})
+        assert r.status_code == 200, r.text
+        # API rotation: the new key has the budget and this period's spend.
+        rotated = own.post(f"/v1/keys/{key_id}/rotate", json={"idempotency_key": suffix})
+        assert rotated.status_code == 201, rotated.text
+    k2 = rotated.json()
+    assert k2["rotated_from"] == key_id
+    b2 = k2["budget"]
+    assert (Decimal(b2["limit"]), Decimal(b2["alert"]), b2["period"]) == (limit, alert, "day")
+    assert Decimal(b2["spent"]) == spent and Decimal(b2["remaining"]) == limit - spent
+
+    raw = _sdk(exchange, k2["key"]).chat.completions.with_raw_response.create(
+        model="llama-3.1-8b", messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
+    spent += Decimal(raw.headers["x-cambist-cost"])
+    assert Decimal(raw.headers[HEADER]) == limit - spent
+
+    # CLI rotation of the rotated key: still the same budget and spend.
+    cli = exchange.cli("keys", "rotate", k2["id"], "--json", key=admin_key)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    k3 = json.loads(cli.stdout)
+    assert Decimal(k3["budget"]["limit"]) == limit and Decimal(k3["budget"]["spent"]) == spent
+    shown = exchange.cli("keys", "rotate", k3["id"], key=admin_key)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"Budget kept: ${limit}" in shown.stdout and "per day" in shown.stdout
+    k4_id = shown.stdout.split("New key ")[1].split()[0]
+    k4_secret = shown.stdout.split("store it now): ")[1].split()[0]
+    assert k4_id.startswith("key") and k4_secret.startswith("cb-")
+
+    # The newest key spends what is left, then the hard stop refuses it.
+    client = _sdk(exchange, k4_secret)
+    for _ in range(10):
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model="llama-3.1-8b", messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
+        except openai.APIStatusError as exc:
+            assert exc.status_code == 402, exc.response.text
+            assert exc.response.json()["error"]["code"] == "key_budget_exceeded"
+            break
+        spent += Decimal(raw.headers["x-cambist-cost"])
+        assert Decimal(raw.headers[HEADER]) == max(limit - spent, Decimal(0))
+    else:
+        pytest.fail("the rotated key was never refused: its spend was reset")
+    assert spent <= limit

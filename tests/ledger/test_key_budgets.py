@@ -210,3 +210,55 @@ async def test_invalid_budgets_are_refused(
 async def test_unknown_key_is_not_found(budgets: KeyBudgets) -> None:
     with pytest.raises(NotFound):
         await budgets.set_budget("key_nope", D("1"))
+
+
+async def test_rotation_keeps_the_budget_and_the_spend(
+    engine: AsyncEngine, journal: Journal, clock: ManualClock, outbox: UsageOutbox,
+    keyring: Keyring, tenant: str, key: str, make_record: Make,
+) -> None:
+    clock.set(_ts(2026, 1, 20))
+    flusher = OutboxFlusher(outbox, engine, journal, clock=clock)
+    budgets = KeyBudgets(engine, clock, outbox)
+    await budgets.set_budget(key, D("5"), D("2"), "month")
+    outbox.append(_rec(make_record, "r1", key, "1.50", _ts(2026, 1, 3)))
+    await flusher.recover()  # stored
+    outbox.append(_rec(make_record, "r2", key, "0.75", _ts(2026, 1, 19)))  # still in the outbox
+    await budgets.load()
+    budgets.record(_rec(make_record, "r3", key, "0.25", _ts(2026, 1, 20)))  # crosses the alert
+    assert await budgets.send_alerts() == 1
+
+    new, _ = await keyring.rotate(key)
+    await budgets.load()
+    assert budgets.budget(key) is None  # revoked: its budget is its successor's now
+    b = budgets.budget(new)
+    assert b is not None and (b.limit_micros, b.alert_micros, b.period) == (5_000_000,
+                                                                             2_000_000, "month")
+    assert budgets.spent(new) == D("2.25")  # stored + outbox; r3 is not flushed
+    assert budgets.remaining(new) == D("2.75")
+    # A request of the old key still in flight settles against the new key's budget.
+    budgets.record(_rec(make_record, "r4", key, "0.75", clock.now()))
+    assert budgets.spent(new) == D("3.00")
+    with pytest.raises(KeyBudgetExceeded):
+        budgets.check(new, D("2.01"))
+    assert await budgets.send_alerts() == 0  # this month's alert was already sent
+
+    # A second rotation keeps the whole chain's spend; so does another process.
+    await flusher.recover()
+    newer, _ = await keyring.rotate(new)
+    other = KeyBudgets(engine, clock, outbox)
+    await other.load()
+    assert other.spent(newer) == D("2.25")  # r1, r2 stored; r3, r4 were never in the outbox
+    other.record(_rec(make_record, "r5", newer, "1", clock.now()))
+    assert other.spent(newer) == D("3.25")
+    # The next month starts from nothing, as for any key.
+    clock.set(FEB_1)
+    assert other.spent(newer) == 0 and other.remaining(newer) == D("5")
+
+
+async def test_rotating_a_key_without_a_budget_leaves_none(
+    budgets: KeyBudgets, keyring: Keyring, key: str,
+) -> None:
+    new, _ = await keyring.rotate(key)
+    await budgets.load()
+    assert budgets.budget(new) is None
+    budgets.check(new, D("1000"))

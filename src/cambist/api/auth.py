@@ -70,10 +70,13 @@ def authorize_owner(p: Principal, owner: str | None) -> None:
 
 
 async def managed_key(cp: ControlPlane, p: Principal, key_id: str) -> dict[str, Any]:
-    """The key ``key_id`` if ``p`` may manage it (404 unknown, 403 another owner's)."""
+    """The key ``key_id`` if ``p`` may manage it: 404 when it is unknown *or*
+    another owner's (the same answer, so key ids of other tenants are not
+    revealed to exist)."""
     require_writer(p)
     info: dict[str, Any] | None = await cp.keyring.key_info(key_id)
-    if info is None:
+    mine = info is not None and (p.is_admin or (p.tenant_id is not None
+                                                and info["tenant_id"] == p.tenant_id))
+    if info is None or not mine:
         raise NotFound(f"no API key {key_id!r}; see 'cambist keys list'", param="key_id")
-    authorize_owner(p, info["tenant_id"])
     return info

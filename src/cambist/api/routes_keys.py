@@ -164,8 +164,9 @@ async def rotate_key(key_id: str, response: Response,
                      p: Annotated[Principal, Depends(principal)],
                      body: KeyActionBody | None = None,
                      idempotency_key: IdempotencyHeader = None) -> dict:
-    """Replace a key with a new one (same tenant, scope and name) and revoke
-    it; the new secret is returned once."""
+    """Replace a key with a new one (same tenant, scope, name, privacy tiers
+    and spend budget, whose spend this period carries over) and revoke it; the
+    new secret is returned once."""
     await managed_key(cp, p, key_id)
     call = IdempotentCall.resolve(p.key_id, idempotency_key,
                                   body.idempotency_key if body else None,
@@ -181,5 +182,8 @@ async def rotate_key(key_id: str, response: Response,
 
     result, replayed = await IdempotencyStore(cp.db, cp.clock).run(call, act)
     await cp.keyring.refresh()
+    if cp.budgets is not None:
+        await cp.budgets.load()  # the new key's budget applies here at once
     finish_idempotent(response, replayed)
-    return _key_json(result, _secret_of(cp, result, call, None if replayed else fresh[0]))
+    return _key_json(result, _secret_of(cp, result, call, None if replayed else fresh[0]),
+                     cp.budgets)

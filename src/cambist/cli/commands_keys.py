@@ -158,7 +158,8 @@ def register(app: typer.Typer) -> None:
     @keys.command("rotate")
     def rotate(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id.")],
                idempotency_key: IdemOpt = None, as_json: JsonOpt = False) -> None:
-        """Replace a key with a new one (same tenant, scope, name) and revoke it."""
+        """Replace a key with a new one (same tenant, scope, name, privacy tiers
+        and budget, its spend this period included) and revoke it."""
         body = {"idempotency_key": idempotency_key or new_token()}
         k = run_client(ctx, lambda c: c.post(f"/v1/keys/{key_id}/rotate", body))
         if as_json:
@@ -166,3 +167,6 @@ def register(app: typer.Typer) -> None:
             return
         console.print(f"Revoked {key_id}.")
         _show_secret(k, "New")
+        if b := k.get("budget"):
+            spent = f"; spent ${b['spent']} this {b['period']}" if b.get("spent") else ""
+            console.print(f"Budget kept: ${b['limit']} per {b['period']} (UTC){spent}")

@@ -10,6 +10,12 @@ charges since the period start plus this process's records still in its outbox,
 read under the outbox lock as :meth:`~cambist.ledger.wallet.TenantWallet.load`
 does, so none is counted twice or missed by the swap.
 
+**Rotation.** A rotated key keeps its budget: the new key copies the limit,
+alert, period and alert state, and inherits the old key's *lineage* (the
+first key of its rotation chain, ``api_keys.lineage``). Spend is counted over
+every key of the lineage, so a rotation never resets the period's spend, and
+requests of the old key still in flight count against the new key's budget.
+
 **Hard stop.** A request is refused (402 ``key_budget_exceeded``) when the key
 has spent its limit in the period or its reservation would take it past the
 limit. **Soft alert.** The first time a key's spend reaches its alert threshold
@@ -52,6 +58,7 @@ log = logging.getLogger("cambist.ledger.budgets")
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
 _C = api_keys.c
+_LINEAGE = func.coalesce(_C.lineage, _C.id)  # the first key of a key's rotation chain
 _MAX_USD = Decimal(10**9)  # whole micro-dollars of this fit any BigInteger column
 
 
@@ -117,6 +124,7 @@ class KeyBudgets:
         self._engine, self._clock, self._outbox = engine, clock, outbox
         self._budgets: dict[str, KeyBudget] = {}
         self._spent: dict[str, tuple[float, int]] = {}  # key -> (period start, micros)
+        self._alias: dict[str, str] = {}  # any key of a budgeted lineage -> the budgeted key
         self._due: set[str] = set()  # keys whose soft alert should be sent
         self._changes = 0  # bumped by local writes; a reload that raced one retries
 
@@ -161,17 +169,19 @@ class KeyBudgets:
             f"raise it with `cambist keys budget {key_id} --limit <amount>`")
 
     def record(self, record: UsageRecord) -> None:
-        """Count a settled usage record against its key's budget."""
-        budget = self._budgets.get(record.key_id)
+        """Count a settled usage record against its key's budget (that of the
+        key which replaced it, for a rotated key)."""
+        key_id = self._alias.get(record.key_id, record.key_id)
+        budget = self._budgets.get(key_id)
         if budget is None:
             return
         start, _ = period_bounds(record.created_at, budget.period)
-        got = self._spent.get(record.key_id)
+        got = self._spent.get(key_id)
         if got is not None and got[0] > start:
             return  # arrived in a period that has ended: not this period's spend
         before = got[1] if got is not None and got[0] == start else 0
-        self._spent[record.key_id] = (start, before + to_micros(record.price))
-        self._mark_due(record.key_id, budget, start)
+        self._spent[key_id] = (start, before + to_micros(record.price))
+        self._mark_due(key_id, budget, start)
 
     def _mark_due(self, key_id: str, budget: KeyBudget, start: float) -> None:
         if budget.alert_micros is None or budget.alerted == _label(start, budget.period):
@@ -181,10 +191,11 @@ class KeyBudgets:
             self._due.add(key_id)
 
     async def load(self) -> None:
-        """Reload budgets and spend: stored charges since each period start plus
-        this process's records still in the outbox (swapped atomically)."""
+        """Reload budgets and spend: stored charges of each budgeted key's lineage
+        since its period start plus this process's records still in the outbox
+        (swapped atomically)."""
         q = (select(_C.id, _C.tenant_id, _C.budget_limit_micros, _C.budget_alert_micros,
-                    _C.budget_period, _C.budget_alerted)
+                    _C.budget_period, _C.budget_alerted, _LINEAGE.label("lineage"))
              .where(_C.budget_limit_micros.is_not(None), _C.revoked_at.is_(None)))
         lock: AbstractAsyncContextManager[object] = \
             self._outbox.lock if self._outbox is not None else nullcontext()
@@ -196,9 +207,15 @@ class KeyBudgets:
                             if self._outbox is not None else None)
                 async with self._engine.connect() as conn:
                     rows = (await conn.execute(q)).all()
-                    sums: dict[str, int] = {}
+                    lineages = {r.lineage: r.id for r in rows}
+                    members = (await conn.execute(
+                        select(_C.id, _LINEAGE).where(_LINEAGE.in_(list(lineages))))).all() \
+                        if lineages else []
+                    sums: dict[str, int] = {}  # lineage -> spend
                     for period in {r.budget_period for r in rows}:
-                        sums.update(await self._sums(conn, period, now))
+                        sums.update(await self._sums(
+                            conn, period, now, [r.lineage for r in rows
+                                                if r.budget_period == period]))
                 if seen == self._changes:
                     break
             budgets = {r.id: KeyBudget(r.tenant_id, int(r.budget_limit_micros),
@@ -207,27 +224,30 @@ class KeyBudgets:
                                        cast(Period, r.budget_period), r.budget_alerted)
                        for r in rows if r.budget_period in PERIODS}
             starts = {k: period_bounds(now, b.period)[0] for k, b in budgets.items()}
-            spent = {k: (starts[k], sums.get(k, 0)) for k in budgets}
+            lineage_of = {r.id: r.lineage for r in rows}
+            spent = {k: (starts[k], sums.get(lineage_of[k], 0)) for k in budgets}
+            alias = {m: lineages[lin] for m, lin in members if lineages.get(lin) in budgets}
             # No await from here on: the outbox read and the swap see the same appends.
             if self._outbox is not None and position is not None and budgets:
                 for r in self._outbox.pending(position):
-                    if r.key_id in spent and r.created_at >= starts[r.key_id]:
-                        spent[r.key_id] = (starts[r.key_id],
-                                           spent[r.key_id][1] + to_micros(r.price))
-            self._budgets, self._spent = budgets, spent
+                    k = alias.get(r.key_id, r.key_id)
+                    if k in spent and r.created_at >= starts[k]:
+                        spent[k] = (starts[k], spent[k][1] + to_micros(r.price))
+            self._budgets, self._spent, self._alias = budgets, spent, alias
             self._due = {k for k in self._due if k in budgets}
             for k, b in budgets.items():
                 self._mark_due(k, b, starts[k])
 
     @staticmethod
-    async def _sums(conn: AsyncConnection, period: str, now: float) -> dict[str, int]:
+    async def _sums(conn: AsyncConnection, period: str, now: float,
+                    lineages: list[str]) -> dict[str, int]:
+        """Spend since the ``period`` start per lineage (of every key in it)."""
         start, _ = period_bounds(now, cast(Period, period))
         u = usage.c
-        q = (select(u.key_id, func.coalesce(func.sum(u.price_micros), 0))
+        q = (select(_LINEAGE, func.coalesce(func.sum(u.price_micros), 0))
              .join(api_keys, _C.id == u.key_id)
-             .where(_C.budget_period == period, _C.budget_limit_micros.is_not(None),
-                    u.created_at >= start)
-             .group_by(u.key_id))
+             .where(_LINEAGE.in_(lineages), u.created_at >= start)
+             .group_by(_LINEAGE))
         rows = (await conn.execute(q)).all()
         return {k: int(v) for k, v in rows}
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -216,9 +216,11 @@ class Keyring:
     async def rotate(
         self, key_id: str, *, conn: AsyncConnection | None = None, seed: str | None = None
     ) -> tuple[str, str]:
-        """Replace a key: create one with the same tenant, scope and name, and
-        revoke the old one, in one transaction; returns ``(new_key_id, secret)``.
-        ``NotFound`` for an unknown key, ``Conflict`` for a revoked one."""
+        """Replace a key: create one with the same tenant, scope, name, privacy
+        tiers and spend budget (limit, alert, period, alert state; its spend is
+        counted over the key's lineage, so the period's spend carries over),
+        and revoke the old one, in one transaction; returns ``(new_key_id,
+        secret)``. ``NotFound`` for an unknown key, ``Conflict`` for a revoked one."""
         async with self._tx(conn) as tx:
             # The revoking UPDATE first: SQLite takes its write lock before reading,
             # and of two concurrent rotations of one key only one revokes it.
@@ -235,6 +237,12 @@ class Keyring:
             new = await self.create_key(old["tenant_id"], old["scope"], old["name"],
                                         conn=tx, seed=seed,
                                         privacy_tiers=parse_tier_list(old["privacy_tiers"]))
+            carried = (await tx.execute(
+                select(func.coalesce(_C.lineage, _C.id).label("lineage"),
+                       _C.budget_limit_micros, _C.budget_alert_micros, _C.budget_period,
+                       _C.budget_alerted).where(_C.id == key_id))).one()
+            await tx.execute(update(api_keys).where(_C.id == new[0])
+                             .values(**carried._mapping))
         if conn is None:
             await self.refresh()
         return new

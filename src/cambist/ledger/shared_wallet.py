@@ -143,6 +143,8 @@ class SharedWallet(TenantWallet):
     ``plans`` and ``reset_hour`` grant allowances and pools as in
     :class:`~cambist.ledger.wallet.TenantWallet`, shared through Redis."""
 
+    _split_usage = True  # credit without usage, and usage, apart
+
     def __init__(self, journal: Journal, outbox: UsageOutbox, clock: Clock, redis: Redis, *,
                  process: str, prefix: str = "cambist",
                  slack: Decimal = Decimal("0.50"), plans: PlanBook | None = None,
@@ -192,9 +194,12 @@ class SharedWallet(TenantWallet):
     async def load_books(self) -> None:
         """Reload the journal's credit without usage, and usage, per tenant, and
         the ``usage`` table's allowance and pool sums of the current and
-        previous periods (what Redis's grant counters start from)."""
-        self._credit, self._jusage = await credit_books(self._journal)
-        allowance, pool = await self._grants.query(self._journal.engine, self._clock.now())
+        previous periods (what Redis's grant counters start from). The journal is
+        read incrementally (:class:`~cambist.ledger.tenant_books.TenantBooks`)."""
+        now = self._clock.now()
+        await self._books.refresh(now)
+        self._credit, self._jusage = self._books.credit(), self._books.usage()
+        allowance, pool = await self._grants.query(self._journal.engine, now)
         seed = {(t, "a", d): v for (t, d), v in allowance.items()}
         seed.update({(t, "p", m): v for (t, m), v in pool.items()})
         self._gseed = seed

@@ -41,12 +41,16 @@ from cambist.ledger.grants import GrantCounters, prepaid_micros
 from cambist.ledger.journal import Journal, lease_entries
 from cambist.ledger.outbox import UsageOutbox, read_position
 from cambist.ledger.plans import PlanBook
+from cambist.ledger.tenant_books import TenantBooks
 
 __all__ = ["TenantWallet", "WalletRefresh"]
 
 
 class TenantWallet:
     """In-memory tenant balances backed by the journal and the usage outbox."""
+
+    # Whether the journal sums keep usage charges apart (the shared wallet's need).
+    _split_usage = False
 
     def __init__(self, journal: Journal, outbox: UsageOutbox, clock: Clock,
                  plans: PlanBook | None = None, reset_hour: int = 0) -> None:
@@ -56,22 +60,24 @@ class TenantWallet:
         self._outbox = outbox
         self._clock = clock
         self._grants = GrantCounters(plans, reset_hour)
+        self._books = TenantBooks(journal.engine, split_usage=self._split_usage)
         self._balances: dict[str, int] = {}
         self._holds: dict[str, tuple[str, int]] = {}  # reservation id -> (tenant, micros)
         self._held: dict[str, int] = {}  # tenant -> micros held
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
-        """Recompute every balance: the journal's, minus outbox records not yet
-        flushed. Holds in flight are kept."""
+        """Bring every balance up to date: the journal's (read incrementally:
+        :class:`~cambist.ledger.tenant_books.TenantBooks`), minus outbox records
+        not yet flushed. Holds in flight are kept."""
         async with self._lock, self._outbox.lock:
             position = await read_position(self._journal.engine, self._outbox.offset_key)
-            booked = await self._journal.tenant_balances()
             now = self._clock.now()
+            await self._books.refresh(now)
             granted = await self._grants.query(self._journal.engine, now)
             # No await from here on: the outbox read and the swap see the same
             # appends, and the flusher is locked out until the swap is done.
-            balances = {t: to_micros(v) for t, v in booked.items()}
+            balances = self._books.balances()
             pending = self._outbox.pending(position)
             for record in pending:
                 t = record.tenant_id
@@ -240,7 +246,9 @@ class TenantWallet:
 
 class WalletRefresh:
     """Control loop: reload balances so postings by other processes (a top-up
-    from the CLI, lease charges) reach the hot path."""
+    from the CLI, lease charges) reach the hot path. Each step reads only the
+    journal lines posted since the last (and every few minutes reconciles with
+    the whole journal): :class:`~cambist.ledger.tenant_books.TenantBooks`."""
 
     name = "wallet-refresh"
 
@@ -249,5 +257,5 @@ class WalletRefresh:
         self.interval_s = interval_s
 
     async def step(self, now: float) -> None:
-        """Reload every balance."""
+        """Bring every balance up to date."""
         await self.wallet.load()

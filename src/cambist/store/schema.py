@@ -79,6 +79,8 @@ api_keys = Table(
     Column("budget_alert_micros", BigInteger, nullable=True),
     Column("budget_period", String(8), nullable=True),
     Column("budget_alerted", String(16), nullable=True),  # the period whose alert was sent
+    # The first key of its rotation chain (NULL: itself); budgets count its spend.
+    Column("lineage", String(64), nullable=True),
 )
 
 journal_entries = Table(
