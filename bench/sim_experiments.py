@@ -2,6 +2,7 @@
 
     python bench/sim_experiments.py                     # 30 days x 100 tenants, 4 scenarios
     python bench/sim_experiments.py --days 2 --tenants 20 --scenarios steady
+    python bench/sim_experiments.py --capacity controller   # the real deploy controller
 
 (1) pooled platform utilization vs dedicated per-tenant utilization at equal
     SLO; (2) Cambist's cost per Mtok vs the single-supplier baseline and the
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cambist.sim.driver import CapacityMode
 from cambist.sim.figures import run_figures
 from cambist.sim.report import plot_cost_per_mtok, write_report
 from cambist.sim.run import RunOptions, simulate
@@ -39,11 +41,12 @@ def _preemption_line(pre: dict[str, Any]) -> str:
     return line
 
 
-def _run(name: str, days: float, tenants: int, seed: int | None, out: Path) -> dict[str, Any]:
+def _run(name: str, days: float, tenants: int, seed: int | None, out: Path,
+         capacity: CapacityMode = "policy") -> dict[str, Any]:
     sc = load_scenario(name)
     run = asyncio.run(simulate(sc, RunOptions(days=days, tenants=tenants,
                                               seed=sc.seed if seed is None else seed,
-                                              elastic_single=True)))
+                                              elastic_single=True, capacity=capacity)))
     fig = run_figures(run)
     write_report(fig, out / name)
     p = fig["policies"]
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="default: each scenario's own")
     ap.add_argument("--scenarios", default=",".join(("steady", "glut", "surge", "agentic")))
     ap.add_argument("--out", type=Path, default=Path("sim-bench"))
+    ap.add_argument("--capacity", choices=("policy", "controller"), default="policy",
+                    help="who leases the fleet (see 'cambist sim --help')")
     ap.add_argument("--img", type=Path, default=None,
                     help="also save the first scenario's cost chart here")
     args = ap.parse_args(argv)
@@ -130,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown scenario {unknown[0]!r}; use some of {', '.join(shipped_scenarios())}",
               file=sys.stderr)
         return 1
-    print(f"Simulating {', '.join(names)}: {args.tenants} tenants, {args.days:g} days each")
-    figs = {n: _run(n, args.days, args.tenants, args.seed, args.out) for n in names}
+    print(f"Simulating {', '.join(names)}: {args.tenants} tenants, {args.days:g} days each, "
+          f"capacity: {args.capacity}")
+    figs = {n: _run(n, args.days, args.tenants, args.seed, args.out, args.capacity)
+            for n in names}
     _experiment_1(figs)
     _experiment_2(figs)
     _experiment_3(figs)

@@ -83,9 +83,12 @@ def test_volume_splits_and_rolls_up_without_loss(leased: list[tuple[float, float
                 assert 0 < secs <= iv and start <= max(begin, start) < start + iv
                 bar = bars.get(start, Bar(start=start, interval_s=iv))
                 bars[start] = add_volume(bar, secs * gpus)
+    # Span ends near T0 (~1.7e9 s) carry ~2.4e-7 s of float rounding each, so
+    # the pieces of one span may lose about that much per GPU.
+    slack = 1e-6 * (1 + sum(gpus for *_, gpus in leased))
     for bars in by_iv.values():
         assert sum(b.volume_gpu_s for b in bars.values()) == pytest.approx(total, rel=1e-9,
-                                                                           abs=1e-6)
+                                                                           abs=slack)
     for fine, coarse in ((MINUTE, HOUR), (HOUR, DAY), (MINUTE, DAY)):
         rolled = {b.start: b.volume_gpu_s for b in rollup(by_iv[fine].values(), coarse)}
         direct = {s: b.volume_gpu_s for s, b in by_iv[coarse].items()}

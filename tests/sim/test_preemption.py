@@ -82,6 +82,8 @@ async def test_lost_units_are_replaced_and_restore_times_are_bounded() -> None:
             new = units[lease_id]
             assert new.start >= p.detected_at
             assert new.ready - p.lost_at >= SPIN_UP_S
+        if p.detected_at + SPIN_UP_S >= run.driver.end:
+            continue  # its replacement cannot serve before the run ends
         assert p.restore_s is not None, p
         assert p.restore_s <= _bound(p, recs), p
     restores = sorted(p.restore_s for p in recs if p.planned and p.restore_s is not None)
@@ -92,7 +94,8 @@ async def test_lost_units_are_replaced_and_restore_times_are_bounded() -> None:
     measured = [p for p in recs if p.lost_at >= START]
     assert fig["count"] == len(measured) > 0
     assert fig["replaced"] == sum(1 for p in measured if p.planned)
-    assert fig["unrestored_at_end"] == 0
+    assert fig["unrestored_at_end"] == sum(
+        1 for p in measured if p.planned and p.detected_at + SPIN_UP_S >= run.driver.end)
     t = fig["time_to_restore_s"]
     assert SPIN_UP_S <= t["p50"] <= t["p90"] <= t["max"]
 

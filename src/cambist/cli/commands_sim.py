@@ -11,6 +11,8 @@ every other ``cambist`` command.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +25,13 @@ from cambist.sim.scenario import ScenarioError, load_scenario, shipped_scenarios
 __all__ = ["register"]
 
 _COLUMNS = ("policy", "cost", "$/Mtok", "util", "p99 s", "SLO", "margin", "eff. margin")
+
+
+class Capacity(StrEnum):
+    """Who leases the simulated fleet."""
+
+    policy = "policy"
+    controller = "controller"
 
 
 def _pct(v: float | None) -> str:
@@ -48,6 +57,13 @@ def register(app: typer.Typer) -> None:
         per_request: Annotated[bool, typer.Option(
             "--per-request", help="Route every request singly (slow) instead of per "
                                   "tenant-minute cohort.")] = False,
+        book: Annotated[bool, typer.Option(
+            "--book", help="Run the market-maker book (reserved terms ahead of forecast "
+                           "surges), and the same run without it to compare.")] = False,
+        capacity: Annotated[Capacity, typer.Option(
+            help="Who leases the fleet: the simulator's capacity policy, or the real deploy "
+                 "controller with its autoscaler and re-placement (slower: a placement "
+                 "solve per change of the fleet).")] = Capacity.policy,
     ) -> None:
         """Simulate SCENARIO faster than real time; compare Cambist with the
         dedicated, single-supplier and hindsight-oracle baselines."""
@@ -68,13 +84,23 @@ def register(app: typer.Typer) -> None:
         if out.exists() and not out.is_dir():
             raise fail(f"--out {out} is a file; give a folder path")
         options = RunOptions(days=n_days, tenants=n_tenants,
-                             seed=sc.seed if seed is None else seed, per_request=per_request)
+                             seed=sc.seed if seed is None else seed, per_request=per_request,
+                             capacity=capacity.value)
         with console.status(f"simulating {sc.name}: {n_tenants} tenants, {n_days:g} days"):
             try:
+                plain = None
+                if book:  # the same run without the book, for the smoothing comparison
+                    plain = asyncio.run(simulate(
+                        replace(sc, book=replace(sc.book, enabled=False)),
+                        replace(options, baselines=False)))
+                    sc = replace(sc, book=replace(sc.book, enabled=True))
                 run = asyncio.run(simulate(sc, options))
             except ValueError as exc:  # the scenario cannot be run as written
                 raise fail(str(exc)) from None
             fig = run_figures(run)
+            if run.book is not None:
+                from cambist.sim.book_figures import book_figures
+                fig["book"] = book_figures(run, plain)
             try:
                 write_report(fig, out)
             except OSError as exc:
@@ -102,5 +128,13 @@ def register(app: typer.Typer) -> None:
         console.print(f"preemptions {pre['count']}, {pre['replaced']} replaced" + (
             f"; time to restore capacity p50 {ttr['p50']:.0f} s, p90 {ttr['p90']:.0f} s, "
             f"max {ttr['max']:.0f} s" if ttr["p50"] is not None else ""))
+        if "book" in fig:
+            bp, sm = fig["book"]["pnl"], fig["book"]["smoothing"]
+            console.print(f"book: {fig['book']['reservations']} reservations, net P&L "
+                          f"${float(bp['net']):,.2f} (resale ${float(bp['resale_revenue']):,.2f}"
+                          f", own use at market ${float(bp['own_use_at_market']):,.2f}, cost "
+                          f"${float(bp['cost_in_run']):,.2f}); $/GPU-h std of hourly log change "
+                          + " vs ".join(f"{sm[k]['std_log_change']} {k.replace('_', ' ')}"
+                                        for k in ("without_book", "with_book") if k in sm))
         console.print(f"simulated {run.simulated_s / 86400:.1f} days in {run.wall_s:.1f} s "
                       f"({run.speedup:,.0f}x real time); report in {out}/report.md")

@@ -16,6 +16,13 @@ and every entry sums to exactly zero. Accounts:
 * ``platform:revenue:leases`` — what tenants pay for GPUs they rent.
 * ``platform:compute_cost`` — what leases cost the platform.
 * ``supplier:{name}:payable`` — what the platform owes a supplier.
+* ``platform:book:inventory`` — the market-maker book's reserved capacity not
+  yet used, at cost (debited when a term is bought, credited as its hours are
+  used by own deployments, which debit ``platform:compute_cost``, or pass idle).
+* ``platform:book:cost`` — reserved hours the platform's deployments did not
+  use, at cost (whether resold or not).
+* ``platform:book:resale`` — what buyers paid for the book's idle hours
+  resold on the exchange at the market price.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "BOOK_COST",
+    "BOOK_INVENTORY",
+    "BOOK_RESALE",
     "CASH",
     "COMPUTE_COST",
     "GRANTS_ALLOWANCE",
@@ -43,6 +53,9 @@ REVENUE_LEASES = "platform:revenue:leases"
 GRANTS_ALLOWANCE = "platform:grants:allowance"
 GRANTS_POOL = "platform:grants:pool"
 COMPUTE_COST = "platform:compute_cost"
+BOOK_INVENTORY = "platform:book:inventory"
+BOOK_COST = "platform:book:cost"
+BOOK_RESALE = "platform:book:resale"
 TENANT_PREFIX = "tenant:"
 SUPPLIER_PREFIX = "supplier:"
 

@@ -12,8 +12,8 @@ journal's invariant checks must come back empty.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -44,6 +44,8 @@ class Books:
     """Credit left across tenants after their charges."""
     entries: int
     problems: list[str]
+    balances: dict[str, Decimal] = field(default_factory=dict)
+    """Balances of the extra accounts asked for (the market-maker book's)."""
 
 
 def _charges(scenario: Scenario, demand: Demand) -> list[Entry]:
@@ -94,9 +96,11 @@ def unit_costs(units: list[Unit], column: Callable[[str], int], prices: np.ndarr
 
 
 async def post_books(scenario: Scenario, demand: Demand, units: list[Unit], costs: list[float],
-                     start: float, state: Path) -> Books:
+                     start: float, state: Path, extra: Sequence[Entry] = (),
+                     accounts: Sequence[str] = ()) -> Books:
     """Post the measured window (``costs``: each unit's, from :func:`unit_costs`)
-    to a journal in ``state`` and read the balances back."""
+    and the ``extra`` entries to a journal in ``state`` and read the balances
+    back (those of ``accounts`` too)."""
     engine = open_engine(sqlite_url(state / "books.db"))
     try:
         # A throw-away store: the tables straight from the schema, no migrations.
@@ -106,12 +110,13 @@ async def post_books(scenario: Scenario, demand: Demand, units: list[Unit], cost
         entries = _charges(scenario, demand) + [
             e for u, c in zip(units, costs, strict=True) if c > 0
             for e in lease_entries(u.lease_id, u.offer.supplier, None, Decimal(repr(c)),
-                                   Decimal(0), u.billed_end())]
+                                   Decimal(0), u.billed_end())] + list(extra)
         for i in range(0, len(entries), _BATCH):
             await journal.post_many(entries[i:i + _BATCH])
         revenue = -(await journal.balance(REVENUE_INFERENCE))
         cost = await journal.balance(COMPUTE_COST)
         credit = sum((await journal.tenant_balances()).values(), Decimal(0))
-        return Books(revenue, cost, credit, len(entries), await journal.check())
+        balances = {a: await journal.balance(a) for a in accounts}
+        return Books(revenue, cost, credit, len(entries), await journal.check(), balances)
     finally:
         await engine.dispose()

@@ -2,9 +2,13 @@
 
 Events fall on a minute grid of a :class:`~cambist.domain.clock.ManualClock`:
 every hour the market steps (each simulated supplier's ``step(now)``, then a
-fresh listing); every five minutes the capacity policy steps (placement
-solves, leases, releases through the suppliers) and the fleet swaps the
-routing table; every minute each model's traffic is routed and served, per
+fresh listing); every five minutes the capacity loop steps (placement
+solves, leases, releases through the suppliers) and the routing table is
+swapped. The capacity loop is either the simulator's own policy
+(:class:`~cambist.sim.policy.CapacityPolicy`, ``mode="policy"``) or the
+real deploy controller with its autoscaler
+(:class:`~cambist.sim.deploy_loop.ControlledCapacity`, ``"controller"``);
+both answer :class:`CapacityLoop`. every minute each model's traffic is routed and served, per
 cohort or per request (:mod:`cambist.sim.traffic`), and the served tokens
 are metered with the route's own ``compute_cost``. Units whose supplier took
 them back since the last minute leave the fleet at each minute boundary,
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +32,8 @@ from cambist.ledger.plans import PlanBook
 from cambist.sim.admission import admit_request
 from cambist.sim.capacity import ModelShape
 from cambist.sim.demand import Demand
-from cambist.sim.fleet import Fleet
+from cambist.sim.deploy_loop import ControlledCapacity
+from cambist.sim.fleet import Fleet, Preemption
 from cambist.sim.market import Market
 from cambist.sim.policy import CapacityPolicy, Observed, PolicySettings
 from cambist.sim.traffic import (
@@ -38,10 +44,43 @@ from cambist.sim.traffic import (
     serve_minute,
 )
 
-__all__ = ["DriverResult", "run_driver"]
+__all__ = ["CapacityLoop", "CapacityMode", "DriverResult", "run_driver"]
 
 F64 = npt.NDArray[np.float64]
 _NO_CAPACITY_WAIT_S = 60.0
+
+CapacityMode = Literal["policy", "controller"]
+
+
+class CapacityLoop(Protocol):
+    """What the driver asks of the loop that leases and releases the fleet."""
+
+    @property
+    def solves(self) -> int: ...
+
+    @property
+    def replacements(self) -> int: ...
+
+    @property
+    def interval_s(self) -> float: ...
+
+    async def listing(self, now: float) -> None:
+        """The market just re-listed."""
+
+    async def step(self, now: float) -> None:
+        """Every ``interval_s``."""
+
+    async def minute(self, now: float) -> None:
+        """Every other minute."""
+
+    async def replace_lost(self, lost: list[Preemption], now: float) -> None:
+        """Units the market just took back."""
+
+    def track_restores(self, now: float) -> None:
+        """Close the loss records whose capacity is whole again."""
+
+    async def close(self, now: float) -> None:
+        """End of run: release everything."""
 
 
 @dataclass(slots=True)
@@ -49,7 +88,7 @@ class DriverResult:
     """What the Cambist run produced (measured minutes only where noted)."""
 
     fleet: Fleet
-    policy: CapacityPolicy
+    policy: CapacityLoop
     samples: TtftSamples
     served: dict[str, F64]
     """Model -> output tokens served per minute (whole run)."""
@@ -217,18 +256,23 @@ class _Traffic:
 
 async def run_driver(demand: Demand, market: Market, shapes: dict[str, ModelShape],
                      settings: PolicySettings, start: float, measure_from: int,
-                     per_request: bool = False, seed: int = 7) -> DriverResult:
+                     per_request: bool = False, seed: int = 7,
+                     mode: CapacityMode = "policy") -> DriverResult:
     """Run Cambist over every minute of ``demand`` (the first ``measure_from``
     minutes are warm-up: the policy learns, the figures skip them; traffic
     there always moves in cohorts, so both modes measure the same days after
-    the same warm-up)."""
+    the same warm-up). ``mode`` picks the capacity loop (module docstring)."""
     clock = ManualClock(start)
     table = RoutingTable(clock)
     fleet = Fleet(market, shapes, table, clock)
     by_model = demand.by_model()
     rate = {m: np.zeros(demand.minutes) for m in by_model}
     observed = Observed(rate)
-    policy = CapacityPolicy(fleet, observed, start, settings)
+    policy: CapacityLoop
+    if mode == "controller":
+        policy = ControlledCapacity(fleet, observed, start, settings, clock, table)
+    else:
+        policy = CapacityPolicy(fleet, observed, start, settings)
     traffic = _Traffic(demand, shapes, table, clock, per_request, measure_from, seed)
     output = demand.output
     states = {m: _ModelState(idx, demand.requests[idx].sum(axis=0).astype(np.float64),
@@ -244,15 +288,14 @@ async def run_driver(demand: Demand, market: Market, shapes: dict[str, ModelShap
             if k:
                 _meter(states, k // 60 - 1, result)
             await market.step(now)
-            fleet.swap_routes(now)
+            await policy.listing(now)
         lost = await fleet.preempt_due(now)
         if lost:
             await policy.replace_lost(lost, now)
         if k % int(settings.interval_s // 60) == 0:
             await policy.step(now)
         else:
-            await policy.react(now)
-            await fleet.tick(now)
+            await policy.minute(now)
         policy.track_restores(now)
         for m, st in states.items():
             capacity[m][k] = sum(r.endpoint.capacity_tok_s for r in table.routes(m))
@@ -263,7 +306,7 @@ async def run_driver(demand: Demand, market: Market, shapes: dict[str, ModelShap
     _meter(states, (demand.minutes - 1) // 60, result)
     result.end = start + 60.0 * demand.minutes
     result.refused = traffic.refused
-    await fleet.close(result.end)
+    await policy.close(result.end)
     return result
 
 

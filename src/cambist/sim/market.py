@@ -16,19 +16,35 @@ same losses whatever else the run draws; a zero rate draws nothing). At that
 time the supplier takes the unit back (:meth:`Market.preempt`). The study
 leases on-demand listings, so the rate stands for a spot-style reclaim or an
 instance failure alike; the suppliers' own spot offers stay out of it.
+
+Reserved terms: each supplier may offer units for a fixed term (a day, a week)
+at a discount off the current on-demand price, locked for the term, as the
+scenario file says (:meth:`Market.term_quotes`). A reservation is an ordinary
+supplier lease held for the term (:meth:`Market.reserve`). When the optional
+market-maker book is plugged in (:attr:`Market.book`, see
+:mod:`cambist.sim.maker`), every lease the platform asks for is first offered
+to the book, which serves it from an idle reserved unit of the same class if
+it has one, and the book steps with the market. The book's idle units are also
+listed among the offers (ids ``book:...``, at their locked term price, off the
+tape) so that placement weighs them like any other offer. Reserved capacity is
+not reclaimed by preemption.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from cambist.domain.errors import OfferUnavailable
 from cambist.domain.offer import Offer
+from cambist.market.maker import TermQuote
 from cambist.providers.base import SupplierLease
 from cambist.providers.catalog import price_levels_for
 from cambist.providers.lease_store import LeaseRecord, LeaseStore
@@ -36,7 +52,34 @@ from cambist.providers.sim import SimSupplier
 from cambist.providers.sim_profiles import DEFAULT_EPISODES, PROFILES
 from cambist.sim.scenario import Scenario, SupplierSpec
 
-__all__ = ["Market", "MarketTape"]
+__all__ = ["Inventory", "Market", "MarketTape"]
+
+_PRICE_QUANTUM = Decimal("0.0001")
+
+
+class Inventory(Protocol):
+    """What the market needs of a book of reserved units (:mod:`cambist.sim.maker`)."""
+
+    def draw(self, offer: Offer, now: float, token: str) -> SupplierLease | None:
+        """Serve a lease of ``offer`` from an idle reserved unit of its class, if any."""
+        ...
+
+    def give_back(self, lease_id: str, now: float) -> Awaitable[bool]:
+        """Take back a unit it served (``False``: ``lease_id`` is not one of its)."""
+        ...
+
+    def serves(self, lease_id: str) -> bool:
+        """Whether ``lease_id`` is a unit the book served."""
+        ...
+
+    def listings(self, now: float) -> list[Offer]:
+        """The book's reserved units in their term as offers (ids ``book:...``, at
+        their locked price; ``available``: the idle ones)."""
+        ...
+
+    def step(self, now: float) -> Awaitable[None]:
+        """Act on the market just listed at ``now``."""
+        ...
 
 
 @dataclass(slots=True)
@@ -159,6 +202,10 @@ class Market:
         """Offer id -> price per unit-hour in the latest listing."""
         self.free: dict[str, int] = {}
         """Units per listed offer nobody holds, kept current between listings."""
+        self.terms = {s.name: scenario.market.term_discounts(s.name)
+                      for s in scenario.market.suppliers}
+        self.book: Inventory | None = None
+        """The market-maker book, when the run has one."""
 
     async def step(self, now: float) -> None:
         """Advance every supplier's price and capacity processes to ``now`` and re-list."""
@@ -170,28 +217,80 @@ class Market:
         self.free = {o.id: o.available for o in offers}
         self.prices = {o.id: o.price_per_hour for o in offers}
         self.tape.record(now, offers, self.held)
+        if self.book is not None:
+            await self.book.step(now)
+            self._list_book(now)
+
+    def _list_book(self, now: float) -> None:
+        """Put the book's idle units among the offers (after every draw and return)."""
+        assert self.book is not None
+        listed = self.book.listings(now)
+        self.offers = [o for o in self.offers if not o.id.startswith("book:")] + listed
+        for o in listed:
+            self.prices[o.id] = o.price_per_hour
+            self.free[o.id] = o.available
 
     def available(self, offer: Offer) -> int:
         """Units of ``offer`` the platform could hold now (its own included)."""
         return offer.available + self.held.get(offer.id, 0)
 
     async def lease(self, offer: Offer, now: float, token: str) -> SupplierLease:
-        """Rent one unit through the supplier's own lease call."""
+        """Rent one unit: from the book's idle reserved units if it has one of
+        the class, else through the supplier's own lease call."""
+        if self.book is not None:
+            served = self.book.draw(offer, now, token)
+            if served is not None:
+                self._list_book(now)
+                return served
+            if offer.id.startswith("book:"):
+                raise OfferUnavailable(f"the book has no idle unit of {offer.id} left")
+        return await self.reserve(offer, now, token)
+
+    async def reserve(self, offer: Offer, now: float, token: str) -> SupplierLease:
+        """Rent one unit through the supplier's lease call (the book holds its
+        reservations this way, for their whole term)."""
         lease = await self.suppliers[offer.supplier].lease(offer, now, token)
         self.held[offer.id] = self.held.get(offer.id, 0) + 1
         self.free[offer.id] = max(0, self.free.get(offer.id, 0) - 1)
         return lease
 
     async def release(self, supplier: str, lease_id: str, offer_id: str, now: float) -> None:
+        """Give a unit back: to the book if it served it, else to the supplier."""
+        if self.book is not None and await self.book.give_back(lease_id, now):
+            self._list_book(now)
+            return
+        await self.end_lease(supplier, lease_id, offer_id, now)
+
+    async def end_lease(self, supplier: str, lease_id: str, offer_id: str, now: float) -> None:
         """Give a unit back through the supplier's release call."""
-        await self.suppliers[supplier].release(lease_id, now)
+        sup = self.suppliers[supplier]
+        await sup.release(lease_id, now)
         self.held[offer_id] = max(0, self.held.get(offer_id, 0) - 1)
         if offer_id in self.free:
-            self.free[offer_id] += 1
+            # Ask the supplier rather than add one: while others hold more than
+            # its capacity (a surge, a shock) the unit given back is not free.
+            listed = [o for o in await sup.list_offers(now) if o.id == offer_id]
+            self.free[offer_id] = listed[0].available if listed else 0
+
+    def term_quotes(self) -> list[TermQuote]:
+        """Reserved-term prices of every listed offer whose supplier offers terms:
+        the current unit price less the term's discount, locked for the term."""
+        out = []
+        for o in self.offers:
+            for term_s, discount in self.terms.get(o.supplier, ()):
+                if o.sku is None or o.id.startswith("book:"):
+                    continue
+                price = (o.price_per_hour * (1 - Decimal(repr(discount)))).quantize(
+                    _PRICE_QUANTUM)
+                out.append(TermQuote(o.id, o.supplier, o.sku, o.gpu_count, term_s, price,
+                                     self.free.get(o.id, 0)))
+        return out
 
     def preempt_at(self, supplier: str, lease_id: str, now: float) -> float | None:
         """When the supplier will take back the unit leased as ``lease_id`` at
         ``now`` (``None``: never; see the module docstring)."""
+        if self.book is not None and self.book.serves(lease_id):
+            return None  # reserved capacity: the term is the supplier's promise
         rate = self.preemption_per_hour.get(supplier, 0.0)
         if rate <= 0:
             return None

@@ -317,6 +317,20 @@ class CapacityPolicy:
                 spare -= u.cap.tokens_per_s
         self.replacements += 1
 
+    async def listing(self, now: float) -> None:
+        """A fresh market listing: the routing table re-prices the fleet's endpoints."""
+        self.fleet.swap_routes(now)
+
+    async def minute(self, now: float) -> None:
+        """A minute between steps: react to bursts, release retired units and
+        route to the ready ones."""
+        await self.react(now)
+        await self.fleet.tick(now)
+
+    async def close(self, now: float) -> None:
+        """Release every unit at the end of the run."""
+        await self.fleet.close(now)
+
     async def step(self, now: float) -> None:
         """One round: re-place on the hour, scale up to the need, trim the excess."""
         hourly = (now - self.start + self.settings.lead_s) % 3600 < self.settings.interval_s

@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from cambist.sim.book_figures import book_lines
+
 __all__ = ["plot_cost_per_mtok", "write_report"]
 
 _ORDER = ("dedicated", "single-supplier", "single-elastic", "cambist", "oracle")
@@ -161,6 +163,7 @@ def write_report(fig: dict[str, Any], out: Path) -> list[Path]:
         md += ["", f"**Capture ratio: {cap:.3f}** = (single-supplier cost - Cambist cost) / "
                "(single-supplier cost - oracle cost)."]
     md += _preemption_lines(fig)
+    md += book_lines(fig)
     md += ["", "![cost per Mtok](cost-per-mtok.png)", "", "![hourly cost](hourly-cost.png)", "",
            "![utilization](utilization.png)", "", "![margins](margins.png)", "",
            "Policies: *dedicated* = each tenant alone on one offer sized for its own peak; "

@@ -3,7 +3,10 @@
 ``simulate`` generates the demand (plus one warm-up day the figures skip,
 so Cambist's forecasts have a yesterday), drives Cambist through it on the
 virtual clock, then evaluates the dedicated and single-supplier baselines and
-the hindsight oracle on the same realized demand and market tape.
+the hindsight oracle on the same realized demand and market tape. When the
+scenario turns the market-maker book on, the book trades from the end of the
+warm-up (:mod:`cambist.sim.maker`) and its money is settled and posted with
+the run's (:mod:`cambist.sim.book_ledger`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import numpy as np
 from cambist.ledger.plans import PlanBook
 from cambist.sim.admission import admit_cohorts
 from cambist.sim.baselines import Outcome, dedicated, single_supplier
+from cambist.sim.book_ledger import BOOK_ACCOUNTS, BookResult, settle_book
 from cambist.sim.books import Books, post_books, unit_costs
 from cambist.sim.capacity import model_shapes
 from cambist.sim.demand import Demand, generate_demand
-from cambist.sim.driver import DriverResult, run_driver
+from cambist.sim.driver import CapacityMode, DriverResult, run_driver
+from cambist.sim.maker import BookDesk
 from cambist.sim.market import Market
 from cambist.sim.oracle import hourly_oracle
 from cambist.sim.policy import PolicySettings
@@ -47,6 +52,9 @@ class RunOptions:
     elastic_single: bool = False
     """Also run the oracle on the single supplier's offers alone (a hindsight
     single-cloud autoscaler): how much of the saving is multi-supplier."""
+    capacity: CapacityMode = "policy"
+    """Who leases the fleet: the simulator's capacity policy or the real deploy
+    controller with its autoscaler (:mod:`cambist.sim.deploy_loop`)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +76,8 @@ class SimRun:
     cpu_s: float
     """CPU time of this process during the run (steadier than wall time on a busy host)."""
     timings: dict[str, float] = field(default_factory=dict)
+    book: BookResult | None = None
+    """The market-maker book's result, when the run had one."""
 
     @property
     def speedup(self) -> float:
@@ -110,18 +120,28 @@ async def simulate(scenario: Scenario, options: RunOptions) -> SimRun:
     hours = demand.minutes // 60
     with tempfile.TemporaryDirectory(prefix="cambist-sim-") as state:
         market = Market(scenario, Path(state), options.seed)
+        desk = None
+        if scenario.book.enabled:
+            desk = market.book = BookDesk(scenario.book, market, START)
         t1 = time.perf_counter()
         start = START - warm * 3600.0
         result = await run_driver(full, market, shapes, settings, start, measure,
-                                  options.per_request, options.seed)
+                                  options.per_request, options.seed, options.capacity)
         timings["cambist"] = time.perf_counter() - t1
         prices, _ = market.tape.arrays()
-        costs, hourly = unit_costs(result.fleet.units, market.tape.index, prices, start, warm,
-                                   hours)
+        column = market.tape.index if desk is None else desk.column(market.tape.index)
+        costs, hourly = unit_costs(result.fleet.units, column, prices, start, warm, hours)
+        book = None
+        if desk is not None:
+            costs, hourly, book = settle_book(desk, result.fleet.units, costs, hourly,
+                                              column, prices, start, warm, hours, result.end)
         t2 = time.perf_counter()
-        books = await post_books(scenario, demand, result.fleet.units, costs, start, Path(state))
+        books = await post_books(scenario, demand, result.fleet.units, costs, start, Path(state),
+                                 book.entries if book else (), BOOK_ACCOUNTS if book else ())
         timings["ledger"] = time.perf_counter() - t2
-    outcomes = {"cambist": _cambist_outcome(result, costs, hourly, measure)}
+    # The book's units are paid through the book: own use at cost, overruns at spot.
+    spent = costs + ([book.own_use_at_cost + book.overrun_cost] if book else [])
+    outcomes = {"cambist": _cambist_outcome(result, spent, hourly, measure)}
     outcomes["cambist"].detail["rate_limited"] = round(refused) + result.refused
     if options.baselines:
         t2 = time.perf_counter()
@@ -140,4 +160,4 @@ async def simulate(scenario: Scenario, options: RunOptions) -> SimRun:
                 demand, market.tape, shapes, market.spin_up_s, warm, target, supplier)
     wall = time.perf_counter() - t0
     return SimRun(scenario, options, demand, result, outcomes, _revenue(scenario, demand),
-                  books, wall, full.minutes * 60.0, time.process_time() - c0, timings)
+                  books, wall, full.minutes * 60.0, time.process_time() - c0, timings, book)

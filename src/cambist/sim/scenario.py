@@ -2,11 +2,13 @@
 
 A scenario is a versioned YAML file (``version: 1``) naming the simulated
 suppliers and how their price processes, capacities, spin-up times and billing
-minimums differ from the shipped profiles, the price list tenants pay, the
+minimums differ from the shipped profiles, the reserved terms they offer and
+their discounts (optional), the price list tenants pay, the
 TTFT SLO, the rate at which suppliers take leased units back (preemptions,
 optional: absent means none, so files written before it load unchanged), and
 the tenant mix (shares of chat, batch and agent tenants with their demand
-parameters). Four ship inside the package (``steady``, ``glut``,
+parameters), and the market-maker book's switch and risk limits (optional,
+off by default). Four ship inside the package (``steady``, ``glut``,
 ``surge``, ``agentic``); any other path to a YAML file works the same way.
 Everything is parsed and checked once here; a bad file raises
 :class:`ScenarioError` with one sentence naming the fix.
@@ -14,16 +16,19 @@ Everything is parsed and checked once here; a bad file raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cambist.domain.models import MODEL_CATALOG
 from cambist.providers.catalog import catalog_suppliers, load_price_levels
+
+if TYPE_CHECKING:
+    from cambist.market.maker import BookConfig
 
 __all__ = [
     "SCENARIO_VERSION",
@@ -55,6 +60,9 @@ class SupplierSpec:
     capacity_scale: float = 1.0
     preemption_per_hour: float | None = None
     """This supplier's preemption rate per leased unit-hour (``None``: the market's)."""
+    terms: tuple[tuple[float, float], ...] | None = None
+    """Reserved terms offered: (term seconds, discount off the on-demand price)
+    (``None``: the market's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,16 @@ class MarketSpec:
     preemption_per_hour: float = 0.0
     """Chance per leased unit per hour that its supplier takes it back (a spot-style
     reclaim or an instance failure; exponential lifetimes, ``0``: never)."""
+    terms: tuple[tuple[float, float], ...] = ()
+    """Reserved terms every supplier offers unless it names its own: (term
+    seconds, discount off the on-demand price); ``()``: none."""
+
+    def term_discounts(self, supplier: str) -> tuple[tuple[float, float], ...]:
+        """(term seconds, discount) pairs ``supplier`` offers."""
+        for s in self.suppliers:
+            if s.name == supplier and s.terms is not None:
+                return s.terms
+        return self.terms
 
     def preemption_rate(self, supplier: str) -> float:
         """Preemptions per leased unit-hour at ``supplier``."""
@@ -119,6 +137,8 @@ class Scenario:
     target_utilization: float
     """Busy share of throughput every policy sizes capacity for (headroom keeps the SLO)."""
     mix: tuple[DemandSpec, ...]
+    book: BookConfig = field(default_factory=lambda: _book(None, ""))
+    """The market-maker book (off unless the file or ``--book`` turns it on)."""
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -208,8 +228,55 @@ def _suppliers(raw: Any, where: str) -> tuple[SupplierSpec, ...]:
             capacity_scale=_num(cfg.get("capacity_scale", 1.0), f"{w}.capacity_scale", 0.01, 100),
             preemption_per_hour=None if cfg.get("preemption_per_hour") is None else _num(
                 cfg["preemption_per_hour"], f"{w}.preemption_per_hour", 0, 1),
+            terms=None if cfg.get("terms") is None else _terms(cfg["terms"], f"{w}.terms"),
         ))
     return tuple(out)
+
+
+def _duration_s(value: Any, what: str) -> float:
+    """``"12h"``, ``"1d"`` or ``"7d"`` in seconds."""
+    text = str(value).strip()
+    unit = {"h": 3600.0, "d": 86400.0}.get(text[-1:])
+    try:
+        n = float(text[:-1]) if unit else float("nan")
+    except ValueError:
+        n = float("nan")
+    if unit is None or not 0 < n <= 366 * 86400 / unit:
+        raise ScenarioError(f"{what} must be a duration such as 12h, 1d or 7d, not {value!r}")
+    return n * unit
+
+
+def _terms(raw: Any, what: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{what} must map terms (1d, 7d...) to discounts in [0, 0.9]")
+    out = sorted((_duration_s(k, f"{what} key"), _num(v, f"{what}.{k}", 0, 0.9))
+                 for k, v in raw.items())
+    return tuple(out)
+
+
+def _book(raw: Any, where: str) -> BookConfig:
+    # Imported here: the ``cambist.market`` package loads the offer book and
+    # SQLAlchemy, and the CLI reads scenarios at start (tests/test_imports.py).
+    from cambist.market.maker import BookConfig
+
+    if raw is None:
+        return BookConfig()
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: book must be a mapping (enabled, max_inventory_usd, ...)")
+    w, d = f"{where}: book", BookConfig()
+    return BookConfig(
+        enabled=bool(raw.get("enabled", False)),
+        max_inventory_usd=Decimal(repr(_num(raw.get("max_inventory_usd", 5000),
+                                            f"{w}.max_inventory_usd", 0, 1e9))),
+        max_term_s=_duration_s(raw.get("max_term", "7d"), f"{w}.max_term"),
+        min_surge_probability=_num(raw.get("min_surge_probability", d.min_surge_probability),
+                                   f"{w}.min_surge_probability", 0, 1),
+        cover=_num(raw.get("cover", d.cover), f"{w}.cover", 0, 4),
+        lookback_s=_duration_s(raw.get("lookback", "4d"), f"{w}.lookback"),
+        resale_fill=_num(raw.get("resale_fill", d.resale_fill), f"{w}.resale_fill", 0, 1),
+        surge_resale_fill=_num(raw.get("surge_resale_fill", d.surge_resale_fill),
+                               f"{w}.surge_resale_fill", 0, 1),
+    )
 
 
 def _demand(raw: Any, i: int, where: str) -> DemandSpec:
@@ -285,6 +352,7 @@ def parse_scenario(raw: Any, where: str = "scenario") -> Scenario:
                           f"{where}: market.surge_price", 1, 10),
         preemption_per_hour=_num(market.get("preemption_per_hour", 0.0),
                                  f"{where}: market.preemption_per_hour", 0, 1),
+        terms=_terms(market.get("terms") or {}, f"{where}: market.terms"),
     )
     mix_raw = _need(raw, "mix", where)
     if not isinstance(mix_raw, list) or not mix_raw:
@@ -305,4 +373,5 @@ def parse_scenario(raw: Any, where: str = "scenario") -> Scenario:
         target_utilization=_num(raw.get("target_utilization", 0.8),
                                 f"{where}: target_utilization", 0.1, 1.0),
         mix=mix,
+        book=_book(raw.get("book"), where),
     )
