@@ -1,7 +1,8 @@
 """Placement benchmark: solve time and optimality gap of both solvers.
 
     python bench/placement.py [--offers 100,1000,10000] [--workloads 10,100,1000]
-                              [--time-limit 20] [--gap 0.02] [--seed 1]
+                              [--time-limit 20] [--gap 0.02] [--seed 1] [--seeds 1,2,3]
+                              [--compare] [--baseline]
 
 Offers are the simulated market's own (every supplier's ``list_offers``),
 replicated with prices perturbed by +-15% until there are N of them; units
@@ -20,12 +21,20 @@ never dearer than the heuristic's, and its bound are still shown).
 ``--compare`` also runs the MILP on the plain model (without the valid
 tightenings of ``cambist.placement.grouped``, ``milp.STRENGTHEN = False``) in
 the same run, as the baseline for the before/after figures.
+
+``--baseline`` also runs the MILP path as it was before price-and-branch
+(the heuristic, then HiGHS from its plan: ``solve.DECOMPOSE_MIN_WORKLOADS``
+raised out of reach) on the same instance, right after the default path, so
+both see the same machine load. With several ``--seeds``, each cell is solved
+once per seed and a summary line gives the median and worst time to a plan
+proven within ``--gap`` ("> limit" when the MILP hit its time limit first).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import math
 import random
 import tempfile
@@ -38,6 +47,9 @@ from cambist.domain.models import MODEL_CATALOG
 from cambist.domain.offer import Offer
 from cambist.placement import Plan, Policy, WorkloadDemand, milp, solve
 from cambist.providers.registry import build_default_registry
+
+# The package exports the function ``solve``, which hides the module of that name.
+solve_module = importlib.import_module("cambist.placement.solve")
 
 MODELS = [("llama-3.1-8b", 4), ("qwen2.5-7b", 3), ("llama-3.1-70b", 2),
           ("deepseek-r1-distill-llama-70b", 1), ("llama-3.1-405b", 0.3)]
@@ -95,7 +107,30 @@ def cell(plan_h: Plan, plan_m: Plan | None) -> str:
     gap_h = (f"{float(plan_h.total_per_hour / lb - 1) * 100:.2f}%" if lb else "n/a")
     m_state = "timeout" if plan_m.status.value == "feasible" else f"{plan_m.solve_time_s:.2f}s"
     gap_m = f"{float(plan_m.total_per_hour / lb - 1) * 100:.2f}%" if lb else "n/a"
-    return f"heur {h} gap {gap_h} | milp {m_state} gap {gap_m}"
+    return (f"heur {h} gap {gap_h} | milp {m_state} gap {gap_m} "
+            f"(${plan_m.total_per_hour:.2f}/h, {plan_m.solver})")
+
+
+def old_path(wls: list[WorkloadDemand], offers: list[Offer], policy: Policy) -> Plan:
+    """``solve`` without price-and-branch: the heuristic, then HiGHS from its plan."""
+    keep = solve_module.DECOMPOSE_MIN_WORKLOADS
+    solve_module.DECOMPOSE_MIN_WORKLOADS = 10**9
+    try:
+        return solve(wls, offers, policy)
+    finally:
+        solve_module.DECOMPOSE_MIN_WORKLOADS = keep
+
+
+def time_to_gap(plans: list[Plan], limit: float) -> str:
+    """Median and worst solve time of plans proven within the gap (timeouts count as
+    over the limit)."""
+    times = sorted(p.solve_time_s if p.status.value == "optimal" else math.inf for p in plans)
+    def show(t: float) -> str:
+        return f"{t:.2f}s" if math.isfinite(t) else f"> {limit:.0f}s"
+    mid = times[(len(times) - 1) // 2] if len(times) % 2 else (
+        (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2)
+    met = sum(math.isfinite(t) for t in times)
+    return f"median {show(mid)}, worst {show(times[-1])}, {met}/{len(times)} within gap"
 
 
 def main() -> None:
@@ -105,35 +140,51 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=20.0)
     ap.add_argument("--milp-max-pairs", type=int, default=2_000_000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", default="",
+                    help="comma-separated seeds (overrides --seed); summary per cell")
     ap.add_argument("--gap", type=float, default=0.02,
                     help="the MILP's relative gap tolerance (mip_rel_gap)")
     ap.add_argument("--compare", action="store_true",
                     help="also run the MILP on the plain model (the baseline)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also run the MILP path without price-and-branch (the old path)")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     base = asyncio.run(market_offers())
-    rows = []
     print(f"{'offers':>7} {'workloads':>9}  heuristic | MILP (gap = cost / proven bound - 1)")
     for n_off in map(int, args.offers.split(",")):
         for n_w in map(int, args.workloads.split(",")):
-            rng = random.Random(args.seed * 1000 + n_off + n_w)
-            wls = workloads(n_w, rng)
-            offers = scale_offers(base, n_off, 3 * 3 * n_w, rng)
-            ph = solve(wls, offers, Policy(solver="heuristic"))
-            pm = None
-            if n_off * n_w <= args.milp_max_pairs:
-                pm = solve(wls, offers, Policy(solver="milp", time_limit_s=args.time_limit,
-                                                   mip_rel_gap=args.gap))
-            line = f"{n_off:>7} {n_w:>9}  {cell(ph, pm)}"
-            if args.compare and pm is not None:
-                milp.STRENGTHEN = False
-                try:
-                    pb = solve(wls, offers, Policy(solver="milp", time_limit_s=args.time_limit,
-                                                       mip_rel_gap=args.gap))
-                finally:
-                    milp.STRENGTHEN = True
-                line += f"\n{'':>18}plain model: {cell(ph, pb).split('| ')[1]}"
-            rows.append(line)
-            print(line, flush=True)
+            new: list[Plan] = []
+            old: list[Plan] = []
+            for seed in seeds:
+                rng = random.Random(seed * 1000 + n_off + n_w)
+                wls = workloads(n_w, rng)
+                offers = scale_offers(base, n_off, 3 * 3 * n_w, rng)
+                ph = solve(wls, offers, Policy(solver="heuristic"))
+                pm = None
+                policy = Policy(solver="milp", time_limit_s=args.time_limit, mip_rel_gap=args.gap)
+                if n_off * n_w <= args.milp_max_pairs:
+                    pm = solve(wls, offers, policy)
+                    new.append(pm)
+                tag = f" seed {seed}" if len(seeds) > 1 else ""
+                line = f"{n_off:>7} {n_w:>9}  {cell(ph, pm)}{tag}"
+                if args.baseline and pm is not None:
+                    po = old_path(wls, offers, policy)
+                    old.append(po)
+                    line += f"\n{'':>18}old path: {cell(ph, po).split('| ')[1]}"
+                if args.compare and pm is not None:
+                    milp.STRENGTHEN = False
+                    try:
+                        pb = old_path(wls, offers, policy)
+                    finally:
+                        milp.STRENGTHEN = True
+                    line += f"\n{'':>18}old path, plain model: {cell(ph, pb).split('| ')[1]}"
+                print(line, flush=True)
+            if len(seeds) > 1 and new:
+                print(f"{'':>18}time to gap <= {args.gap:.0%}: "
+                      f"{time_to_gap(new, args.time_limit)}", flush=True)
+                if old:
+                    print(f"{'':>18}old path: {time_to_gap(old, args.time_limit)}", flush=True)
 
 
 if __name__ == "__main__":

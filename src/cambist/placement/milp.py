@@ -54,7 +54,9 @@ def solve_milp(inst: Instance, *, time_limit_s: float, rel_gap: float,
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(max(time_limit_s, 0.01)))
-    h.setOptionValue("mip_rel_gap", float(rel_gap))
+    # HiGHS's gap is (cost - bound) / cost; the plan's is cost / bound - 1: stopping
+    # at rel_gap / (1 + rel_gap) by HiGHS's measure is rel_gap by the plan's.
+    h.setOptionValue("mip_rel_gap", float(rel_gap / (1 + rel_gap)))
     h.setOptionValue("random_seed", 0)
     h.setOptionValue("threads", 1)
     h.passModel(m.lp)
@@ -99,6 +101,7 @@ def relax(inst: Instance, time_limit_s: float = 2.0) -> Relaxation | None:
     m.lp.integrality_ = [highspy.HighsVarType.kContinuous] * m.lp.num_col_
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
     h.setOptionValue("time_limit", float(time_limit_s))
     h.passModel(m.lp)
     h.run()

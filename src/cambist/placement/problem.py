@@ -76,8 +76,11 @@ class Policy:
     ``supplier_tiers`` name the privacy tiers beyond ``standard`` an offer
     supports (an offer's own entry wins over its supplier's). ``auto`` runs the
     heuristic, then the MILP from it when the problem has at most
-    ``auto_max_pairs`` feasible (workload, offer) pairs. ``time_limit_s``
-    bounds the MILP (the heuristic before it is not counted); it stops once its
+    ``auto_max_pairs`` feasible (workload, offer) pairs; on many workloads the
+    MILP path first tries price-and-branch (:mod:`cambist.placement.contention`),
+    whose Lagrangian bound usually proves its plan within the gap far sooner.
+    ``time_limit_s`` bounds price-and-branch and the MILP together (the
+    heuristic before the MILP is not counted); they stop once the
     plan is proven within ``mip_rel_gap`` of the cheapest (1%: the last percent
     costs many times the first 99 on large markets; :attr:`Plan.gap` reports
     where it stopped).
