@@ -111,7 +111,8 @@ def test_traffic_tables_count_errors_by_cause_and_routes() -> None:
     assert sorted(errors["rows"]) == [["stream ended early (partial)", "1"],
                                       ["upstream: connect_error", "1"]]
     first = routes["rows"][0]
-    assert first[:7] == ["m", "ep_1", "sup", "3", "100.0%", "1", "0"]
+    # ok attempts: one per request served (first-try successes are not logged)
+    assert first[:7] == ["m", "ep_1", "sup", "3", "100.0%", "3", "0"]
     assert first[7] == "100 ms"  # median latency of 100, 300 and 100
     assert routes["rows"][1][:7] == ["m", "ep_0", "x", "0", "0.0%", "0", "1"]
 

@@ -173,8 +173,12 @@ async def open_exchange(settings: Settings, role: Role = "up", clock: Clock | No
     route_counts = RouteCounts()
 
     def on_route(row: dict[str, Any]) -> None:
-        buffer.add(row)
         route_counts.add(row)
+        data = row["data"]
+        # A first-try success is in its usage record (endpoint, supplier) and the
+        # metrics; logging it too cost a JSON row per request (bench/gateway).
+        if data["outcome"] != "ok" or data["attempt"] > 1:
+            buffer.add(row)
 
     # External upstreams from config: rows with stable ids, keys read from the
     # environment here (by variable name, once per routing swap), never stored.

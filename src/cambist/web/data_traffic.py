@@ -62,8 +62,10 @@ def _tables(reqs: list[Request], routes: list[dict[str, Any]], note: str
         d = event_data(e)
         outcome = str(d.get("outcome", ""))
         key = (str(d.get("model")), str(d.get("endpoint")), str(d.get("supplier")))
-        attempts[key]["ok" if outcome == "ok" else "failed"] += 1
+        # Successes are logged only after a failover: each served request is one
+        # successful attempt, counted from the usage records below.
         if outcome != "ok":
+            attempts[key]["failed"] += 1
             causes[f"upstream: {outcome}"] += 1
     for r in reqs:
         if r.status != "ok":
@@ -75,7 +77,7 @@ def _tables(reqs: list[Request], routes: list[dict[str, Any]], note: str
     for key in sorted(set(served) | set(attempts), key=lambda k: (-len(served.get(k, [])), k)):
         got = served.get(key, [])
         rows.append([*key, len(got), f"{len(got) / max(len(reqs), 1) * 100:.1f}%",
-                     attempts[key]["ok"], attempts[key]["failed"],
+                     len(got), attempts[key]["failed"],
                      _ms(percentile([r.latency_ms for r in got], 0.5)),
                      _ms(percentile([r.ttft_ms for r in got if r.ttft_ms is not None], 0.95))])
     errors = table("Errors by cause", ["cause", "count"],
