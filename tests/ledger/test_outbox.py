@@ -207,3 +207,37 @@ def test_foreign_file_is_refused(tmp_path: Path) -> None:
     path.write_text('{"hello": 1}\n')
     with pytest.raises(ValueError, match="not a cambist usage outbox"):
         UsageOutbox(path)
+
+
+async def test_reads_from_memory_agree_with_the_file(tmp_path: Path, make_record: Make) -> None:
+    """The appending process reads its own records back from memory; another
+    reader (a restart) decodes the file: both see the same records and ends,
+    in batches, across a partial read and a rotation."""
+    path = tmp_path / "usage.outbox"
+    box = UsageOutbox(path)
+    try:
+        start = box.start_of(OutboxPosition(box.generation, 0))
+        records = [make_record(f"req_{i}", price=f"0.00{i + 1}") for i in range(40)]
+        for r in records:
+            box.append(r)
+        fresh = UsageOutbox(path)  # what a restarted process reads
+        try:
+            for limit in (1_000, 3_000, 1 << 20):
+                got_mem, end_mem = box.read(start, limit)
+                got_file, end_file = fresh.read(start, limit)
+                assert (got_mem, end_mem) == (got_file, end_file)
+                assert got_mem == records[:len(got_mem)] and got_mem
+        finally:
+            fresh.close()
+        # reading on from a committed position: the earlier records leave memory
+        half, mid = box.read(start, 2_000)
+        rest, end = box.read(mid)
+        assert half + rest == records and end == os.path.getsize(path)
+        assert box.read(end) == ([], end)
+        new = box.rotate(end)
+        assert new is not None
+        later = make_record("req_after", price="0.001")
+        box.append(later)
+        assert box.read(box.start_of(new)) == ([later], os.path.getsize(path))
+    finally:
+        box.close()

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import secrets
+from collections import deque
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
@@ -45,6 +46,8 @@ log = logging.getLogger("cambist.ledger.outbox")
 _HEADER_TAG = "cambist_outbox"
 _FIELDS = frozenset(f.name for f in fields(UsageRecord))
 _READ_LIMIT = 4 << 20
+_CACHED_MAX = 200_000
+"""Appended records kept decoded for the flusher (a few hundred bytes each)."""
 
 
 def _default(value: object) -> str:
@@ -129,6 +132,13 @@ class UsageOutbox:
         except BaseException:
             os.close(self._fd)
             raise
+        # The records this process appended and has not seen flushed, with their
+        # byte ranges: the flusher and wallet reloads read them from here instead
+        # of decoding the file again (decoding was most of the flusher's CPU,
+        # bench/gateway). The file stays the record: after a restart, or past
+        # _CACHED_MAX, reads go to it.
+        self._end = os.fstat(self._fd).st_size
+        self._cached: deque[tuple[int, int, UsageRecord]] = deque()
 
     def _open_generation(self) -> tuple[str, int]:
         last = b""
@@ -167,9 +177,14 @@ class UsageOutbox:
     def append(self, record: UsageRecord) -> None:
         """Write one record as one line (one ``os.write``; no fsync here)."""
         data = encode_record(record)
+        start = self._end
         written = os.write(self._fd, data)
         while written < len(data):  # a short write (disk nearly full): finish the line
             written += os.write(self._fd, data[written:])
+        self._end = start + len(data)
+        if len(self._cached) >= _CACHED_MAX:
+            self._cached.clear()  # the flusher is far behind: let it read the file
+        self._cached.append((start, self._end, record))
 
     async def sync(self) -> None:
         """``fsync`` the file off the event loop."""
@@ -185,13 +200,24 @@ class UsageOutbox:
         """Records in complete lines from byte ``start`` (at most ``limit``
         bytes), and the offset just past the last complete line read. A
         trailing partial line is left for later."""
+        cached = self._cached
+        while cached and cached[0][1] <= start:  # flushed: nobody reads before start
+            cached.popleft()
+        records: list[UsageRecord] = []
+        if cached and cached[0][0] == start:
+            end = start
+            for first, last, record in cached:
+                if first != end or (records and last - start > limit):
+                    break
+                records.append(record)
+                end = last
+            return records, end
         with open(self.path, "rb") as f:
             f.seek(start)
             chunk = f.read(limit)
         end = chunk.rfind(b"\n") + 1
         if end == 0 and len(chunk) >= limit:
             raise ValueError(f"{self.path}: a line at byte {start} exceeds {limit} bytes")
-        records: list[UsageRecord] = []
         pos = start
         for line in chunk[:end].splitlines(keepends=True):
             try:
@@ -223,7 +249,9 @@ class UsageOutbox:
         if self.size() != flushed_to or flushed_to <= self._header_len:
             return None
         os.ftruncate(self._fd, 0)
+        self._cached.clear()
         self._gen, self._header_len = self._write_header()
+        self._end = self._header_len
         return OutboxPosition(self._gen, self._header_len)
 
     def close(self) -> None:
