@@ -8,11 +8,13 @@ events are read from its in-memory store after the run.
 Tolerance against the policy mode, stated: on the same seed and demand both
 modes serve the demand (within 5% of each other: queued work may remain), and the controller's
 cost per Mtok should be within 40% of the policy's with 90% of requests in
-the SLO; it is not yet (strict xfail, see that test), so controller mode is
-not the default. The two loops size capacity
-differently (the autoscaler counts replicas from a diurnal forecast and the
-last interval's load; the policy forecasts tokens/s and re-places hourly), so
-they are not expected to agree closely, only to be the same kind of result.
+the SLO. (Measured on this run: $1.99/Mtok against the policy's $1.81, 95.0%
+of requests in the SLO against 86.3%; 62 units leased against 90.) The two
+loops size capacity in tokens/s but differently (the autoscaler from the
+last interval's load, a diurnal forecast and a shrink band, topping up at
+the cheapest $/Mtok; the policy from a quarter-hour peak and yesterday,
+re-placing hourly), so they are not
+expected to agree closely, only to be the same kind of result.
 """
 
 from __future__ import annotations
@@ -140,14 +142,20 @@ async def test_both_modes_serve_the_same_demand_and_the_books_balance() -> None:
     assert ctl.books.compute_cost > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect of the deploy layer, found by this mode: the autoscaler counts "
-    "replicas at the mean capacity of the serving ones while the placer fills a "
-    "count with units of any size, so the count oscillates (e.g. 43 -> 7 -> 34 "
-    "replicas at a steady 4,500 tok/s) and the fleet costs many times the policy's"))
 async def test_cost_and_capture_are_within_tolerance_of_the_policy_mode() -> None:
     ctl, pol = await _run("controller"), await _run("policy")
     c = run_figures(ctl)["policies"]["cambist"]
     p = run_figures(pol)["policies"]["cambist"]
     assert float(c["cost_per_mtok"]) == pytest.approx(float(p["cost_per_mtok"]), rel=0.4)
     assert c["slo_attainment"] >= 0.9
+
+
+async def test_capacity_sized_in_tokens_per_second_does_not_churn() -> None:
+    """The replica-count autoscaler leased six times the policy's units on this
+    kind of run (741 against 120: scale-ups of units of any size, scale-downs
+    of the newest, sold-out retries); sized in tokens/s it leases no more than
+    the policy, and few leases are refused."""
+    ctl, pol = await _run("controller"), await _run("policy")
+    leased_c, leased_p = len(ctl.driver.fleet.units), len(pol.driver.fleet.units)
+    assert leased_c <= 1.25 * leased_p
+    assert len(ctl.driver.fleet.refused) <= 0.1 * leased_c

@@ -20,6 +20,7 @@ import typer
 
 from cambist.cli.common import console, fail
 from cambist.cli.render import table
+from cambist.domain.errors import CambistError, NoCapacity
 from cambist.sim.scenario import ScenarioError, load_scenario, shipped_scenarios
 
 __all__ = ["register"]
@@ -61,9 +62,9 @@ def register(app: typer.Typer) -> None:
             "--book", help="Run the market-maker book (reserved terms ahead of forecast "
                            "surges), and the same run without it to compare.")] = False,
         capacity: Annotated[Capacity, typer.Option(
-            help="Who leases the fleet: the simulator's capacity policy, or the real deploy "
-                 "controller with its autoscaler and re-placement (slower: a placement "
-                 "solve per change of the fleet).")] = Capacity.policy,
+            help="Who leases the fleet: the real deploy controller with its autoscaler "
+                 "and re-placement, or the simulator's own capacity policy.")] = \
+            Capacity.controller,
     ) -> None:
         """Simulate SCENARIO faster than real time; compare Cambist with the
         dedicated, single-supplier and hindsight-oracle baselines."""
@@ -95,8 +96,9 @@ def register(app: typer.Typer) -> None:
                         replace(options, baselines=False)))
                     sc = replace(sc, book=replace(sc.book, enabled=True))
                 run = asyncio.run(simulate(sc, options))
-            except ValueError as exc:  # the scenario cannot be run as written
-                raise fail(str(exc)) from None
+            except (ValueError, CambistError) as exc:  # the scenario cannot be run as written
+                raise fail(f"{exc}; the scenario's market cannot run this mix as written"
+                           if isinstance(exc, NoCapacity) else str(exc)) from None
             fig = run_figures(run)
             if run.book is not None:
                 from cambist.sim.book_figures import book_figures

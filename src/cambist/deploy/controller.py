@@ -7,6 +7,13 @@ supplier calls run as tasks so a step returns at once; the same steps run
 under the live scheduler and the simulator's virtual clock. A replica that
 fails (engine died, lease preempted) is torn down and a replacement is
 created on the next step.
+
+A deployment sized by count holds ``replicas`` replicas. An autoscaled one,
+once :meth:`DeployController.scale_capacity` has given it a capacity to hold,
+is sized in output tokens/s instead: a deficit (a scale-up, or a lost unit)
+is leased at the cheapest $/Mtok over a short list of offers, a surplus is
+released dearest $/Mtok first (see :mod:`cambist.deploy.sizing`), and its
+``replicas`` just counts the replicas that hold that capacity.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from cambist.deploy.autoscale import ScaleDecision
 from cambist.deploy.leasing import LeaseDesk
 from cambist.deploy.placing import Placer
 from cambist.deploy.rebalance import MovePolicy
 from cambist.deploy.records import Records
+from cambist.deploy.sizing import HeldUnit, surplus
 from cambist.deploy.spec import DeploySpec
 from cambist.domain.clock import Clock
 from cambist.domain.deployment import Deployment, DeploymentState, Replica, ReplicaState
@@ -48,8 +57,6 @@ InFlight = Callable[[str], Awaitable[int | None]]
 
 LIVE = frozenset({ReplicaState.PENDING, ReplicaState.LEASING, ReplicaState.LAUNCHING,
                   ReplicaState.HEALTHY})
-FALLBACK_OFFERS = 4
-"""Eligible offers (best $/Mtok first) tried after the planned one fails to lease."""
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
 
 
@@ -80,6 +87,8 @@ class DeployController:
         self._last_failure: dict[str, float] = {}
         # Placement (the solver), re-placement and make-before-break moves.
         self.placer = Placer(self, moves or MovePolicy())
+        self.capacity_targets: dict[str, ScaleDecision] = {}
+        """Autoscaled deployment -> the capacity it was last told to hold."""
 
     # ---- public operations -------------------------------------------------
     def quotes(self, model: ModelSpec, max_cost: Decimal | None = None) -> list[Quote]:
@@ -131,6 +140,11 @@ class DeployController:
                          state=DeploymentState.DEPLOYING, created_at=now,
                          max_price_per_mtok=max_price_per_mtok, client_token=client_token)
         reps = [self._new_replica(name, now) for _ in range(replicas)]
+        # The plan just solved names the units: the first leases need no second solve.
+        units = [o for a in wp.assignments for o in
+                 [self.desk.book.get(a.offer_id)] * a.units if o is not None]
+        for rep, offer in zip(reps, units, strict=False):
+            self.placer.assigned[rep.id] = offer
         await self.records.insert_deployment(dep, reps, spec.to_json())
         await self._event(name, "created", model=model.name, replicas=replicas,
                           planned_per_hour=str(wp.cost_per_hour), solver=plan.solver)
@@ -167,8 +181,12 @@ class DeployController:
     async def _reconcile(self, dep: Deployment, reps: list[Replica], now: float) -> None:
         await self._drain_retired(reps, now)
         live = [r for r in reps if r.state in LIVE]
-        if len(live) < dep.replicas and now - self._last_failure.get(dep.name, 0) > \
-                self.retry_backoff_s:
+        backed_off = now - self._last_failure.get(dep.name, 0) > self.retry_backoff_s
+        target = self.capacity_targets.get(dep.name)
+        if target is not None:
+            if backed_off:
+                live += await self._top_up(dep, target, now)
+        elif len(live) < dep.replicas and backed_off:
             for _ in range(dep.replicas - len(live)):
                 rep = self._new_replica(dep.name, now)
                 await self.records.insert_replica(rep)
@@ -218,6 +236,8 @@ class DeployController:
             except Exception as exc:
                 log.info("lease of %s for %s failed: %s", offer.id, rep.id, exc)
                 continue
+            if rep.id not in self.placer.moves:
+                self.placer.assigned.pop(rep.id, None)
             assert offer.sku is not None
             per_mtok = quantize_usd(self.perf.estimate(model, offer.sku, offer.gpu_count)
                                     .cost_per_mtok(offer.price_per_hour))
@@ -357,6 +377,114 @@ class DeployController:
             if task is not None and not task.done():
                 task.cancel()
             await self.retire(rep, f"scaled down: {why}")
+
+    # ---- capacity (autoscaled deployments) ---------------------------------
+    async def units(self, name: str, now: float, billing_floor_s: float = 0.0) \
+            -> list[HeldUnit]:
+        """The live replicas of ``name`` as units of capacity: leased ones at their
+        lease's price and age, those still to lease at their planned offer.
+        Replicas a move is replacing are left out (they go once their successors
+        serve), and so are replicas whose lease already ended (they are failed
+        and replaced on the next step). ``billing_floor_s``: the least billing
+        minimum to assume for any lease."""
+        dep = await self.records.deployment(name)
+        model = find_model(dep.model) if dep is not None else None
+        if dep is None or model is None:
+            return []
+        going = self.placer.replacing(name)
+        out = []
+        for r in await self.records.replicas(name):
+            if r.state not in LIVE or r.id in going:
+                continue
+            lease = await self.records.lease(r.lease_id) if r.lease_id else None
+            if lease is not None:
+                if lease.terminal or lease.sku is None:
+                    continue
+                tok_s = self.placer.unit_tok_s(model, lease.sku, lease.gpu_count)
+                # A lease still provisioning bills from its request at some
+                # suppliers: its minimum runs from then.
+                began = lease.started_at if lease.started_at is not None else lease.created_at
+                out.append(HeldUnit(r.id, tok_s, lease.price_per_hour, now - began,
+                                    max(billing_floor_s, float(lease.billing_minimum_s)),
+                                    r.state == ReplicaState.HEALTHY))
+                continue
+            offer = self.placer.assigned.get(r.id) or await self.placer.reference(dep)
+            if offer is None or offer.sku is None:
+                continue
+            # Not leased yet: releasing it costs nothing.
+            out.append(HeldUnit(r.id, self.placer.unit_tok_s(model, offer.sku, offer.gpu_count),
+                                offer.price_per_hour, 0.0, 0.0, False))
+        return out
+
+    async def scale_capacity(self, name: str, decision: ScaleDecision, units: list[HeldUnit],
+                             **data: object) -> None:
+        """Hold the capacity ``decision`` asks of autoscaled deployment ``name``
+        (``units``: what it holds now, from :meth:`units`): a deficit is leased
+        now at the cheapest $/Mtok; when the decision shrinks, the surplus above
+        its ``keep_tok_s`` drains and goes, dearest $/Mtok first, none inside its
+        billing minimum, never below the spec's ``min_replicas``."""
+        dep = await self.records.deployment(name)
+        if dep is None or dep.state in (DeploymentState.DRAINING, DeploymentState.STOPPED):
+            return
+        self.capacity_targets[name] = decision
+        spec = await self.placer.spec(name)
+        have = sum(u.tok_s for u in units)
+        before = len(units)
+        after, why = before, decision.reason
+        if decision.need_tok_s > have + 1e-9:
+            after += len(await self._add_capacity(dep, spec, decision.need_tok_s - have,
+                                                  before, "scale_up"))
+        elif decision.shrink:
+            drop = set(surplus(units, decision.keep_tok_s, min_units=spec.min_replicas))
+            for rep in await self.records.replicas(name):
+                if rep.id in drop:
+                    task = self._tasks.pop(rep.id, None)
+                    if task is not None and not task.done():
+                        task.cancel()
+                    self.placer.assigned.pop(rep.id, None)
+                    await self.retire(rep, f"scaled down: {why}")
+            after -= len(drop)
+        if after == before:
+            return
+        await self.records.set_deployment_replicas(name, after)
+        await self.event(EventKind.DEPLOY_SCALED, name, {
+            "from": before, "to": after, "why": why, "held_tok_s": round(have, 1),
+            "need_tok_s": round(decision.need_tok_s, 1),
+            "keep_tok_s": round(decision.keep_tok_s, 1),
+            "forecast_tok_s": None if decision.forecast_tok_s is None
+            else round(decision.forecast_tok_s, 1), **data})
+
+    async def _top_up(self, dep: Deployment, target: ScaleDecision, now: float) \
+            -> list[Replica]:
+        """Replace capacity lost since the last decision (a failed replica, a
+        lease refused): lease what is short of its need."""
+        units = await self.units(dep.name, now)
+        have = sum(u.tok_s for u in units)
+        if target.need_tok_s <= have + 1e-9:
+            return []
+        spec = await self.placer.spec(dep.name)
+        new = await self._add_capacity(dep, spec, target.need_tok_s - have, len(units),
+                                       "replacement")
+        if new:
+            await self.records.set_deployment_replicas(dep.name, len(units) + len(new))
+        return new
+
+    async def _add_capacity(self, dep: Deployment, spec: DeploySpec, deficit_tok_s: float,
+                            count: int, step: str) -> list[Replica]:
+        """New replicas, each planned on one unit of the cheapest cover of
+        ``deficit_tok_s`` (no more than the spec's ``max_replicas`` in all)."""
+        offers = await self.placer.cover(dep, spec, deficit_tok_s)
+        if spec.max_replicas is not None:
+            offers = offers[:max(0, spec.max_replicas - count)]
+        now = self.clock.now()
+        out = []
+        for offer in offers:
+            rep = self._new_replica(dep.name, now)
+            self.placer.assigned[rep.id] = offer
+            await self.records.insert_replica(rep)
+            await self._event(dep.name, step, replica=rep.id, offer=offer.id)
+            out.append(rep)
+        return out
 
     async def _busy(self, rep: Replica) -> bool:
         eng = self.engines.get(rep.id)

@@ -1,14 +1,22 @@
 """The deploy controller's use of placement: which offers new replicas lease,
 and when a deployment moves to a cheaper placement (make-before-break).
 
-Both come from one solve per deployment (:func:`cambist.deploy.spec.plan_deployment`)
-over its held units and the eligible market offers. New replicas take the
-plan's new units. A ready deployment is re-planned when the offer book
-changed or every ``replan_interval_s``; when :func:`decide_move` says the
-saving pays back the move, one new replica per new unit is created and
-paired with an old one; the old replica leaves routing and is released only
-once its successor is healthy and routable. If the successor fails, the old
-one simply stays.
+A deployment's placement is one solve (:func:`cambist.deploy.spec.plan_deployment`)
+over its held units and the eligible market offers; its first replicas take
+the plan's units. A capacity deficit of an autoscaled deployment is not
+re-solved whole: it is covered over a short list of the cheapest offers per
+token (:meth:`Placer.cover`, :mod:`cambist.deploy.sizing`), each new replica
+planned on one unit. A replica with no planned unit (after a restart) takes
+the next unit of a fresh solve. A lease refused falls back to the best few
+offers of the short list.
+
+A ready deployment is re-planned when the offer book changed or every
+``replan_interval_s`` (an autoscaled one for the capacity it holds, or its
+need if more); when :func:`decide_move`
+says the saving pays back the move, one new replica per new unit is created
+and paired with an old one; the old replica leaves routing and is released
+only once its successor is healthy and routable. If the successor fails, the
+old one simply stays.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from cambist.deploy.rebalance import MovePolicy, decide_move
+from cambist.deploy.sizing import SHORTLIST, UnitQuote, cover, estimate, shortlist
 from cambist.deploy.spec import (
     HELD_PREFIX,
     DeploySpec,
@@ -32,6 +41,7 @@ from cambist.domain.ids import new_id
 from cambist.domain.lease import Lease
 from cambist.domain.models import ModelSpec, find_model
 from cambist.domain.offer import Offer, OfferQuery
+from cambist.perf.model import PerfEstimate
 from cambist.placement import Plan
 
 if TYPE_CHECKING:
@@ -40,6 +50,12 @@ if TYPE_CHECKING:
 __all__ = ["Move", "Placer"]
 
 log = logging.getLogger("cambist.deploy")
+
+FALLBACK_OFFERS = 4
+"""Offers of the short list tried after a replica's planned one fails to lease."""
+REPLAN_SHORTLIST = 32
+"""Market offers an autoscaled deployment's periodic re-plan solves over
+(cheapest per token; more than a deficit's so a supplier cap can be met)."""
 
 
 @dataclass(slots=True)
@@ -64,18 +80,61 @@ class Placer:
         self._planned_at: dict[str, float] = {}
         self._book_seen: dict[str, tuple[float | None, ...]] = {}
         self.last_move_at: dict[str, float] = {}
+        self._estimates: dict[tuple[str, str, int], PerfEstimate | None] = {}
 
     async def spec(self, name: str) -> DeploySpec:
         return DeploySpec.from_json(await self.c.records.deployment_spec(name))
 
     def plan(self, name: str, model: ModelSpec, spec: DeploySpec, replicas: int,
-             max_price_per_mtok: Decimal | None, held: list[Lease]) -> Plan:
-        """Solve the deployment's placement on its held leases and the market now."""
+             max_price_per_mtok: Decimal | None, held: list[Lease],
+             tokens_per_s: float | None = None) -> Plan:
+        """Solve the deployment's placement on its held leases and the market now
+        (``tokens_per_s``: sized in capacity, over the cheapest offers per token)."""
         now = self.c.clock.now()
         book = self.c.desk.book.query(OfferQuery(), now)
-        market = eligible_offers(book, model, self.c.perf, spec, max_price_per_mtok)
+        if tokens_per_s is None:
+            market = eligible_offers(book, model, self.c.perf, spec, max_price_per_mtok)
+        else:
+            market = [q.offer for q in self.shortlist(book, model, spec, max_price_per_mtok,
+                                                      REPLAN_SHORTLIST)]
         held_units = held_offers(held, {o.id: o for o in book}, now)
-        return plan_deployment(name, model, spec, replicas, market, held_units, self.c.perf)
+        return plan_deployment(name, model, spec, replicas, market, held_units, self.c.perf,
+                               tokens_per_s=tokens_per_s)
+
+    def shortlist(self, book: list[Offer], model: ModelSpec, spec: DeploySpec,
+                  max_price_per_mtok: Decimal | None, n: int) -> list[UnitQuote]:
+        """The ``n`` cheapest $/Mtok offers of ``book`` the deployment may use."""
+        return shortlist(book, model, self.c.perf, spec, max_price_per_mtok,
+                         self._estimates, n)
+
+    async def cover(self, dep: Deployment, spec: DeploySpec, deficit_tok_s: float) \
+            -> list[Offer]:
+        """The units that serve ``deficit_tok_s`` more of ``dep`` cheapest, one
+        offer per unit (empty when the market has none)."""
+        model = find_model(dep.model)
+        assert model is not None
+        book = self.c.desk.book.query(OfferQuery(), self.c.clock.now())
+        quotes = self.shortlist(book, model, spec, dep.max_price_per_mtok, SHORTLIST)
+        return cover(dep.name, model, spec, deficit_tok_s, quotes, self.c.perf)
+
+    def unit_tok_s(self, model: ModelSpec, sku: str, gpu_count: int) -> float:
+        """Output tokens/s one unit of ``gpu_count`` x ``sku`` serves ``model`` at."""
+        est = estimate(self.c.perf, model, sku, gpu_count, self._estimates)
+        return est.throughput_tok_s if est is not None and est.fits else 0.0
+
+    async def reference(self, dep: Deployment) -> Offer | None:
+        """The cheapest $/Mtok offer for ``dep`` now (what a replica with no
+        planned unit is counted as)."""
+        model = find_model(dep.model)
+        assert model is not None
+        spec = await self.spec(dep.name)
+        book = self.c.desk.book.query(OfferQuery(), self.c.clock.now())
+        quotes = self.shortlist(book, model, spec, dep.max_price_per_mtok, 1)
+        return quotes[0].offer if quotes else None
+
+    def replacing(self, name: str) -> set[str]:
+        """Replicas of ``name`` that a move in progress replaces."""
+        return {m.old for m in self.moves.values() if m.deployment == name}
 
     async def _held(self, live: list[Replica]) -> dict[str, Lease]:
         """Replica id -> its lease, for live replicas whose lease still runs."""
@@ -95,19 +154,19 @@ class Placer:
         model = find_model(dep.model)
         assert model is not None
         spec = await self.spec(dep.name)
-        held = await self._held(live)
-        plan = self.plan(dep.name, model, spec, dep.replicas, dep.max_price_per_mtok,
-                         list(held.values()))
         planned: list[Offer] = []
-        wp = plan.workloads[dep.name]
-        for a in wp.assignments if wp.feasible else ():
-            offer = self.c.desk.book.get(a.offer_id)
-            if offer is not None and not a.offer_id.startswith(HELD_PREFIX):
-                planned += [offer] * a.units
-        fallback = eligible_offers(self.c.desk.book.query(OfferQuery(), self.c.clock.now()),
-                                   model, self.c.perf, spec, dep.max_price_per_mtok)
-        fallback = [o for o in fallback if not spec.regions
-                    or any(o.region.startswith(p) for p in spec.regions)][:4]
+        if any(r.id not in self.assigned for r in waiting):
+            held = await self._held(live)
+            plan = self.plan(dep.name, model, spec, dep.replicas, dep.max_price_per_mtok,
+                             list(held.values()))
+            wp = plan.workloads[dep.name]
+            for a in wp.assignments if wp.feasible else ():
+                offer = self.c.desk.book.get(a.offer_id)
+                if offer is not None and not a.offer_id.startswith(HELD_PREFIX):
+                    planned += [offer] * a.units
+        book = self.c.desk.book.query(OfferQuery(), self.c.clock.now())
+        fallback = [q.offer for q in self.shortlist(book, model, spec, dep.max_price_per_mtok,
+                                                    FALLBACK_OFFERS)]
         out = {}
         for rep in waiting:
             first = [self.assigned[rep.id]] if rep.id in self.assigned else planned[:1]
@@ -141,8 +200,17 @@ class Placer:
         model = find_model(dep.model)
         assert model is not None
         spec = await self.spec(dep.name)
+        sized = self.c.capacity_targets.get(dep.name)
+        tokens = None
+        if spec.autoscaled and sized is not None:
+            # Re-place the capacity held (never less than the need): a move is
+            # not a way to scale down, which waits for the autoscaler's delay
+            # and the units' billing minimums.
+            held_tok_s = sum(self.unit_tok_s(model, x.sku, x.gpu_count)
+                             for x in held.values() if x.sku is not None)
+            tokens = max(sized.need_tok_s, held_tok_s * (1 - 1e-9))
         plan = self.plan(dep.name, model, spec, dep.replicas, dep.max_price_per_mtok,
-                         list(held.values()))
+                         list(held.values()), tokens)
         by_lease = {lease.id: rid for rid, lease in held.items()}
         d = decide_move(plan, dep.name, {lease.id: lease.price_per_hour
                                           for lease in held.values()},

@@ -121,12 +121,15 @@ def _reference_tok_s(offers: Sequence[Offer], model: ModelSpec, perf: PerfModel,
 
 def plan_deployment(name: str, model: ModelSpec, spec: DeploySpec, replicas: int,
                     offers: Sequence[Offer], held: Sequence[Offer], perf: PerfModel,
-                    *, solver: str = "auto") -> Plan:
+                    *, solver: str = "auto", tokens_per_s: float | None = None) -> Plan:
     """Place deployment ``name`` on ``held`` units plus market ``offers`` (both already
-    filtered by :func:`eligible_offers`); ``replicas`` sizes it without ``tokens_per_s``."""
+    filtered by :func:`eligible_offers`); ``replicas`` sizes it without ``tokens_per_s``
+    (the argument: an autoscaled deployment's capacity; else the spec's)."""
     pool = list(held) + list(offers)
-    by_replicas = spec.tokens_per_s is None or spec.autoscaled
-    if not by_replicas:
+    by_replicas = tokens_per_s is None and (spec.tokens_per_s is None or spec.autoscaled)
+    if tokens_per_s is not None:
+        tok_s, floor = tokens_per_s, spec.min_replicas
+    elif not by_replicas:
         assert spec.tokens_per_s is not None
         tok_s, floor = spec.tokens_per_s, 1
     else:

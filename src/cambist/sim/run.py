@@ -54,7 +54,9 @@ class RunOptions:
     single-cloud autoscaler): how much of the saving is multi-supplier."""
     capacity: CapacityMode = "policy"
     """Who leases the fleet: the simulator's capacity policy or the real deploy
-    controller with its autoscaler (:mod:`cambist.sim.deploy_loop`)."""
+    controller with its autoscaler (:mod:`cambist.sim.deploy_loop`). (``cambist
+    sim`` defaults to the controller; this stays ``policy`` while tests of the
+    policy's own behaviour, e.g. ``tests/sim/test_preemption.py``, rely on it.)"""
 
 
 @dataclass(slots=True)
