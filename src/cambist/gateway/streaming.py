@@ -101,6 +101,9 @@ class StreamRelay:
         """What to forward of one batch (up to and including ``[DONE]``)."""
         if len(batch) == 1:
             return self._take(batch[0]) or b""
+        plain = self._take_plain(batch)
+        if plain is not None:
+            return plain
         out = []
         for event in batch:
             data = self._take(event)
@@ -109,6 +112,27 @@ class StreamRelay:
             if self._done:
                 break
         return b"".join(out)
+
+    def _take_plain(self, batch: list[bytes]) -> bytes | None:
+        """A burst of plain content chunks forwarded with whole-batch scans
+        instead of event by event (the same bytes out); ``None`` when any event
+        may matter to metering or is not a one-line ``data:`` event."""
+        joined = b"\n\n".join(batch)
+        if (b'"error"' in joined or b"[DONE]" in joined or b": [DONE" in joined
+                or may_carry(joined, b'"usage":')
+                or joined.count(b"\n") != 2 * (len(batch) - 1)
+                or joined.count(b"\n\ndata: ") != len(batch) - 1
+                or not joined.startswith(b"data: ")):
+            return None
+        if not self._request.client_wants_usage and b'"usage"' in joined:
+            stripped = joined.replace(b',"usage":null', b"")
+            if b'"usage"' in stripped:
+                return None  # another spelling: event by event
+            joined = stripped
+            self._pending.extend(event[6:] for event in stripped.split(b"\n\n"))
+        else:
+            self._pending.extend(event[6:] for event in batch)
+        return joined + b"\n\n"
 
     def _take(self, event: bytes) -> bytes | None:
         """Inspect one event; return what to forward (``None`` drops it)."""
