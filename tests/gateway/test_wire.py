@@ -689,6 +689,33 @@ async def test_a_silent_stream_times_out_after_idle_timeout(
     await eventually(lambda: len(up.eof_at) == 1)
 
 
+async def test_a_stream_longer_than_the_idle_timeout_lives_while_bytes_flow(
+        serve: Serve, pool: UpstreamPool) -> None:
+    """The idle timeout is per gap, not per stream: chunks every 0.05 s for
+    ~0.6 s pass a 0.2 s idle timeout; a 0.5 s gap after them does not."""
+    async def handler(up: Upstream, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        await up.next_request(reader)
+        writer.write(CHUNKED_HEAD)
+        for i in range(12):
+            writer.write(chunked(f"data: {i}\r\n\r\n".encode()))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        writer.write(chunked(b"data: late\r\n\r\n"))
+        await up.until_eof(reader)
+
+    up = await serve(handler)
+    resp = await pool.post(up.url(), b"{}", {}, **FAST)
+    seen: list[bytes] = []
+    with pytest.raises(TransportError) as caught:
+        async for batch in resp.events(idle_timeout_s=0.2):
+            seen += batch
+    assert caught.value.reason == "timeout"
+    assert seen == [f"data: {i}".encode() for i in range(12)]
+    resp.close()
+
+
 async def test_a_refused_connection_is_a_connect_error(pool: UpstreamPool) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
