@@ -39,17 +39,20 @@ from cambist.cli.main import main
 from cambist.domain.billing import Reservation
 from cambist.domain.usage import UsageRecord
 from cambist.gateway.limits import Admission, RateLimiter
+from cambist.ledger.plans import Plan
 
 __all__ = ["FreeAdmission", "NullWallet", "Unlimited"]
 
 
 class FreeAdmission:
-    """An admission that takes and corrects nothing (fresh headers per request)."""
+    """An admission that takes and corrects nothing (fresh headers per request);
+    it still names the tenant's plan (its ``max_tokens`` cap applies)."""
 
-    __slots__ = ("headers",)
+    __slots__ = ("headers", "plan")
 
-    def __init__(self) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.headers: dict[str, str] = {}
+        self.plan = plan
 
     def reserve_tokens(self, estimate: int) -> None:
         pass
@@ -62,7 +65,7 @@ class Unlimited(RateLimiter):
     """Admits every request, keeping no buckets."""
 
     def admit(self, key_id: str, tenant_id: str) -> Admission:
-        return cast(Admission, FreeAdmission())
+        return cast(Admission, FreeAdmission(self._plans.plan_of(tenant_id)))
 
 
 class NullWallet:
