@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from cambist.deploy.records import Records
 from cambist.deploy.spec import DeploySpec
-from cambist.domain.deployment import ReplicaState
+from cambist.domain.deployment import LIVE_REPLICA_STATES as LIVE
 
 if TYPE_CHECKING:
     from cambist.deploy.controller import DeployController
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["Autoscaler", "Autoscaling", "DiurnalForecast", "LoadSample", "LoadSource",
            "ScaleDecision", "ScalePolicy", "replica_ages"]
 
-LIVE = frozenset({ReplicaState.PENDING, ReplicaState.LEASING, ReplicaState.LAUNCHING,
-                  ReplicaState.HEALTHY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +265,7 @@ class Autoscaling:
             sample = await self.source.sample(dep.name, now)
             if sample is None:
                 continue
-            units = await c.units(dep.name, now, self.policy.billing_minimum_s)
+            units = await c.placer.held_units(dep.name, now, self.policy.billing_minimum_s)
             scaler = self.scalers.get(dep.name)
             if scaler is None:
                 scaler = self.scalers[dep.name] = Autoscaler(self.policy)

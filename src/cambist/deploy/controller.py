@@ -34,6 +34,7 @@ from cambist.deploy.records import Records
 from cambist.deploy.sizing import HeldUnit, surplus
 from cambist.deploy.spec import DeploySpec
 from cambist.domain.clock import Clock
+from cambist.domain.deployment import LIVE_REPLICA_STATES as LIVE
 from cambist.domain.deployment import Deployment, DeploymentState, Replica, ReplicaState
 from cambist.domain.endpoint import Endpoint
 from cambist.domain.errors import Conflict, InvalidRequest, NoCapacity, NotFound
@@ -55,8 +56,6 @@ log = logging.getLogger("cambist.deploy")
 InFlight = Callable[[str], Awaitable[int | None]]
 """Requests an engine at a URL is still serving (``None``: it does not answer)."""
 
-LIVE = frozenset({ReplicaState.PENDING, ReplicaState.LEASING, ReplicaState.LAUNCHING,
-                  ReplicaState.HEALTHY})
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
 
 
@@ -373,53 +372,13 @@ class DeployController:
             price[r.id] = lease.price_per_hour if lease is not None else Decimal(0)
         live.sort(key=lambda r: (r.state == ReplicaState.HEALTHY, -price[r.id]))
         for rep in live[: len(live) - replicas]:
-            task = self._tasks.pop(rep.id, None)
-            if task is not None and not task.done():
-                task.cancel()
-            await self.retire(rep, f"scaled down: {why}")
+            await self._scale_down(rep, why)
 
     # ---- capacity (autoscaled deployments) ---------------------------------
-    async def units(self, name: str, now: float, billing_floor_s: float = 0.0) \
-            -> list[HeldUnit]:
-        """The live replicas of ``name`` as units of capacity: leased ones at their
-        lease's price and age, those still to lease at their planned offer.
-        Replicas a move is replacing are left out (they go once their successors
-        serve), and so are replicas whose lease already ended (they are failed
-        and replaced on the next step). ``billing_floor_s``: the least billing
-        minimum to assume for any lease."""
-        dep = await self.records.deployment(name)
-        model = find_model(dep.model) if dep is not None else None
-        if dep is None or model is None:
-            return []
-        going = self.placer.replacing(name)
-        out = []
-        for r in await self.records.replicas(name):
-            if r.state not in LIVE or r.id in going:
-                continue
-            lease = await self.records.lease(r.lease_id) if r.lease_id else None
-            if lease is not None:
-                if lease.terminal or lease.sku is None:
-                    continue
-                tok_s = self.placer.unit_tok_s(model, lease.sku, lease.gpu_count)
-                # A lease still provisioning bills from its request at some
-                # suppliers: its minimum runs from then.
-                began = lease.started_at if lease.started_at is not None else lease.created_at
-                out.append(HeldUnit(r.id, tok_s, lease.price_per_hour, now - began,
-                                    max(billing_floor_s, float(lease.billing_minimum_s)),
-                                    r.state == ReplicaState.HEALTHY))
-                continue
-            offer = self.placer.assigned.get(r.id) or await self.placer.reference(dep)
-            if offer is None or offer.sku is None:
-                continue
-            # Not leased yet: releasing it costs nothing.
-            out.append(HeldUnit(r.id, self.placer.unit_tok_s(model, offer.sku, offer.gpu_count),
-                                offer.price_per_hour, 0.0, 0.0, False))
-        return out
-
     async def scale_capacity(self, name: str, decision: ScaleDecision, units: list[HeldUnit],
                              **data: object) -> None:
         """Hold the capacity ``decision`` asks of autoscaled deployment ``name``
-        (``units``: what it holds now, from :meth:`units`): a deficit is leased
+        (``units``: what it holds now, from :meth:`Placer.held_units`): a deficit is leased
         now at the cheapest $/Mtok; when the decision shrinks, the surplus above
         its ``keep_tok_s`` drains and goes, dearest $/Mtok first, none inside its
         billing minimum, never below the spec's ``min_replicas``."""
@@ -438,11 +397,7 @@ class DeployController:
             drop = set(surplus(units, decision.keep_tok_s, min_units=spec.min_replicas))
             for rep in await self.records.replicas(name):
                 if rep.id in drop:
-                    task = self._tasks.pop(rep.id, None)
-                    if task is not None and not task.done():
-                        task.cancel()
-                    self.placer.assigned.pop(rep.id, None)
-                    await self.retire(rep, f"scaled down: {why}")
+                    await self._scale_down(rep, why)
             after -= len(drop)
         if after == before:
             return
@@ -458,7 +413,7 @@ class DeployController:
             -> list[Replica]:
         """Replace capacity lost since the last decision (a failed replica, a
         lease refused): lease what is short of its need."""
-        units = await self.units(dep.name, now)
+        units = await self.placer.held_units(dep.name, now)
         have = sum(u.tok_s for u in units)
         if target.need_tok_s <= have + 1e-9:
             return []
@@ -485,6 +440,14 @@ class DeployController:
             await self._event(dep.name, step, replica=rep.id, offer=offer.id)
             out.append(rep)
         return out
+
+    async def _scale_down(self, rep: Replica, why: str) -> None:
+        """Stop leasing or launching ``rep`` and retire it (it drains first)."""
+        task = self._tasks.pop(rep.id, None)
+        if task is not None and not task.done():
+            task.cancel()
+        self.placer.assigned.pop(rep.id, None)
+        await self.retire(rep, f"scaled down: {why}")
 
     async def _busy(self, rep: Replica) -> bool:
         eng = self.engines.get(rep.id)

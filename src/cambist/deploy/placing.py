@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from cambist.deploy.rebalance import MovePolicy, decide_move
-from cambist.deploy.sizing import SHORTLIST, UnitQuote, cover, estimate, shortlist
+from cambist.deploy.sizing import SHORTLIST, HeldUnit, UnitQuote, cover, estimate, shortlist
 from cambist.deploy.spec import (
     HELD_PREFIX,
     DeploySpec,
@@ -35,6 +35,7 @@ from cambist.deploy.spec import (
     held_offers,
     plan_deployment,
 )
+from cambist.domain.deployment import LIVE_REPLICA_STATES as LIVE
 from cambist.domain.deployment import Deployment, Replica, ReplicaState
 from cambist.domain.events import EventKind
 from cambist.domain.ids import new_id
@@ -273,3 +274,40 @@ class Placer:
         await self.c.event(EventKind.DEPLOY_MOVED, move.deployment, {
             "phase": "completed", "new": move.new, "old": move.old,
             "saving_per_hour": str(move.saving_per_hour)})
+
+    async def held_units(self, name: str, now: float, billing_floor_s: float = 0.0) \
+            -> list[HeldUnit]:
+        """The live replicas of ``name`` as units of capacity: leased ones at their
+        lease's price and age, those still to lease at their planned offer.
+        Replicas a move is replacing are left out (they go once their successors
+        serve), and so are replicas whose lease already ended (they are failed
+        and replaced on the next step). ``billing_floor_s``: the least billing
+        minimum to assume for any lease."""
+        dep = await self.c.records.deployment(name)
+        model = find_model(dep.model) if dep is not None else None
+        if dep is None or model is None:
+            return []
+        going = self.replacing(name)
+        out = []
+        for r in await self.c.records.replicas(name):
+            if r.state not in LIVE or r.id in going:
+                continue
+            lease = await self.c.records.lease(r.lease_id) if r.lease_id else None
+            if lease is not None:
+                if lease.terminal or lease.sku is None:
+                    continue
+                tok_s = self.unit_tok_s(model, lease.sku, lease.gpu_count)
+                # A lease still provisioning bills from its request at some
+                # suppliers: its minimum runs from then.
+                began = lease.started_at if lease.started_at is not None else lease.created_at
+                out.append(HeldUnit(r.id, tok_s, lease.price_per_hour, now - began,
+                                    max(billing_floor_s, float(lease.billing_minimum_s)),
+                                    r.state == ReplicaState.HEALTHY))
+                continue
+            offer = self.assigned.get(r.id) or await self.reference(dep)
+            if offer is None or offer.sku is None:
+                continue
+            # Not leased yet: releasing it costs nothing.
+            out.append(HeldUnit(r.id, self.unit_tok_s(model, offer.sku, offer.gpu_count),
+                                offer.price_per_hour, 0.0, 0.0, False))
+        return out

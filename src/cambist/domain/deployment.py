@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-__all__ = ["Deployment", "DeploymentState", "Replica", "ReplicaState"]
+__all__ = ["LIVE_REPLICA_STATES", "Deployment", "DeploymentState", "Replica", "ReplicaState"]
 
 
 class DeploymentState(StrEnum):
@@ -27,6 +27,11 @@ class ReplicaState(StrEnum):
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+LIVE_REPLICA_STATES = frozenset({ReplicaState.PENDING, ReplicaState.LEASING,
+                                 ReplicaState.LAUNCHING, ReplicaState.HEALTHY})
+"""Replica states that hold (or are on their way to hold) capacity."""
 
 
 @dataclass(frozen=True, slots=True)
