@@ -2,7 +2,7 @@
 
 The wallets reload tenant balances every 2 s (``WalletRefresh``). Before, each
 reload summed every ``tenant:*`` journal line (``Journal.tenant_balances``;
-the shared wallet's ``credit_books`` also joined each line to its entry):
+the shared wallet's ``tenant_books.credit_books`` also joined each line to its entry):
 linear in history. Now :class:`~cambist.ledger.tenant_books.TenantBooks`
 reads only the lines posted since the previous reload (and reconciles with a
 full read every ``reconcile_every`` reloads). Measured in the same run, on
@@ -38,8 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cambist.domain.clock import SystemClock
 from cambist.domain.money import to_micros
 from cambist.ledger.journal import Journal
-from cambist.ledger.shared_wallet import credit_books
-from cambist.ledger.tenant_books import TenantBooks
+from cambist.ledger.tenant_books import TenantBooks, credit_books
 from cambist.store.db import migrate, open_engine, sqlite_url
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -115,7 +114,7 @@ async def bench(name: str, url: str, lines: int, new: int, repeat: int) -> None:
             busy: list[float] = []
             recon: list[float] = []
             old: Callable[[], Awaitable[object]] = (
-                (lambda: credit_books(journal)) if split else journal.tenant_balances)
+                (lambda: credit_books(journal.engine)) if split else journal.tenant_balances)
             next_entry = entries + 1_000 + (repeat * new if split else 0)
             for r in range(repeat):
                 full.append(await _timed(old()))
@@ -126,7 +125,7 @@ async def bench(name: str, url: str, lines: int, new: int, repeat: int) -> None:
                 recon.append(await _timed(books.reconcile(1.7 + r)))
             # The incremental books must still be exactly the old query's.
             if split:
-                assert (books.credit(), books.usage()) == await credit_books(journal)
+                assert (books.credit(), books.usage()) == await credit_books(journal.engine)
             else:
                 assert books.balances() == {t: to_micros(v) for t, v in
                                             (await journal.tenant_balances()).items()}

@@ -20,8 +20,7 @@ from cambist.domain.clock import ManualClock
 from cambist.domain.money import to_micros
 from cambist.ledger.accounts import CASH, REVENUE_INFERENCE, tenant_account
 from cambist.ledger.journal import Entry, Journal
-from cambist.ledger.shared_wallet import credit_books
-from cambist.ledger.tenant_books import TenantBooks
+from cambist.ledger.tenant_books import TenantBooks, credit_books
 from cambist.store.db import open_engine
 from cambist.store.schema import journal_entries, journal_lines
 from tests.ledger.conftest import FreshDatabase
@@ -178,10 +177,10 @@ async def test_split_usage_agrees_with_credit_books(
     await journal.post("r1", "refund", [(REVENUE_INFERENCE, D("0.1")),
                                         (tenant_account("ten_a"), D("-0.1"))])
     await books.refresh(1.0)  # a tail
-    assert (books.credit(), books.usage()) == await credit_books(journal)
+    assert (books.credit(), books.usage()) == await credit_books(journal.engine)
     assert books.credit() == {"ten_a": 10_100_000} and books.usage() == {"ten_a": 400_000}
     await books.reconcile(2.0)
-    assert (books.credit(), books.usage()) == await credit_books(journal)
+    assert (books.credit(), books.usage()) == await credit_books(journal.engine)
 
 
 # -- random interleavings ---------------------------------------------------------

@@ -85,7 +85,6 @@ from decimal import Decimal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import case, func, select
 
 from cambist.domain.billing import Reservation
 from cambist.domain.clock import Clock
@@ -93,16 +92,14 @@ from cambist.domain.errors import CambistError, Conflict, InsufficientCredit, In
 from cambist.domain.ids import new_id
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
-from cambist.ledger.accounts import TENANT_PREFIX
 from cambist.ledger.grants import prepaid_micros
 from cambist.ledger.journal import Journal
 from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.plans import PlanBook
 from cambist.ledger.shared_scripts import GRANT, REPORT, SYNC
 from cambist.ledger.wallet import TenantWallet
-from cambist.store.schema import journal_entries, journal_lines
 
-__all__ = ["CreditPending", "SharedWallet", "credit_books"]
+__all__ = ["CreditPending", "SharedWallet"]
 
 log = logging.getLogger("cambist.ledger.shared_wallet")
 
@@ -114,26 +111,6 @@ class CreditPending(CambistError):
     code = "credit_pending"
     type = "requests"
     retryable = True
-
-
-async def credit_books(journal: Journal) -> tuple[dict[str, int], dict[str, int]]:
-    """Per tenant, in micro-dollars: the credit of every journal entry but usage
-    (credit-normal), and the usage charged (debits), from one consistent query."""
-    is_usage = journal_entries.c.kind == "usage"
-    amount = journal_lines.c.amount_micros
-    q = (
-        select(journal_lines.c.account,
-               func.coalesce(func.sum(case((is_usage, amount), else_=0)), 0),
-               func.coalesce(func.sum(case((is_usage, 0), else_=amount)), 0))
-        .join(journal_entries, journal_entries.c.id == journal_lines.c.entry_id)
-        .where(journal_lines.c.account.startswith(TENANT_PREFIX, autoescape=True))
-        .group_by(journal_lines.c.account)
-    )
-    async with journal.engine.connect() as conn:
-        rows = (await conn.execute(q)).all()
-    credit = {a[len(TENANT_PREFIX):]: -int(other) for a, _, other in rows}
-    usage = {a[len(TENANT_PREFIX):]: int(used) for a, used, _ in rows}
-    return credit, usage
 
 
 class SharedWallet(TenantWallet):

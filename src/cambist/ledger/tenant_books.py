@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cambist.ledger.accounts import TENANT_PREFIX
 from cambist.store.schema import journal_entries, journal_lines
 
-__all__ = ["TenantBooks"]
+__all__ = ["TenantBooks", "credit_books"]
 
 log = logging.getLogger("cambist.ledger.tenant_books")
 
@@ -238,3 +238,24 @@ class TenantBooks:
             log.debug("journal: stopped watching %d id gaps (older than %.0f s or too many)",
                       len(gaps) - len(kept), self.grace_s)
         self._gaps = sorted(kept, key=lambda g: g.lo)
+
+
+async def credit_books(engine: AsyncEngine) -> tuple[dict[str, int], dict[str, int]]:
+    """Per tenant, in micro-dollars: the credit of every journal entry but usage
+    (credit-normal), and the usage charged (debits), by a full scan in one
+    query: what :class:`TenantBooks` with ``split_usage`` must agree with."""
+    is_usage = journal_entries.c.kind == "usage"
+    amount = journal_lines.c.amount_micros
+    q = (
+        select(journal_lines.c.account,
+               func.coalesce(func.sum(case((is_usage, amount), else_=0)), 0),
+               func.coalesce(func.sum(case((is_usage, 0), else_=amount)), 0))
+        .join(journal_entries, journal_entries.c.id == journal_lines.c.entry_id)
+        .where(journal_lines.c.account.startswith(TENANT_PREFIX, autoescape=True))
+        .group_by(journal_lines.c.account)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(q)).all()
+    credit = {a[len(TENANT_PREFIX):]: -int(other) for a, _, other in rows}
+    usage = {a[len(TENANT_PREFIX):]: int(used) for a, used, _ in rows}
+    return credit, usage
