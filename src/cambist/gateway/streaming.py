@@ -48,6 +48,59 @@ def _drop_null_usage(data: bytes) -> bytes:
     return data
 
 
+def _first_notable(joined: bytes) -> int:
+    """Where the first thing that may matter to metering starts in ``joined``
+    events (an ``"error"`` key, ``[DONE``, a non-null ``"usage":``), or -1.
+    Like :func:`may_carry`, a false alarm only costs the event-by-event path.
+    Counted rather than walked: a burst holds a ``"usage":null`` per chunk."""
+    first = -1
+    for mark in (b'"error"', b"[DONE"):
+        at = joined.find(mark)
+        if at >= 0 and (first < 0 or at < first):
+            first = at
+    end = first if first >= 0 else len(joined)
+    key = b'"usage":'
+    total = joined.count(key, 0, end)
+    if not total:
+        return first
+    nulls = joined.count(b'"usage":null', 0, end) + joined.count(b'"usage": null', 0, end)
+    if nulls == total:
+        return first
+    if total == nulls + joined.count(b'"usage":{', 0, end):
+        return joined.find(b'"usage":{', 0, end)  # the usual report, as compact JSON
+    at = joined.find(key, 0, end)
+    while at >= 0:  # any other spelling: walk the occurrences
+        after = at + len(key)
+        while joined[after:after + 1] == b" ":
+            after += 1
+        if not joined.startswith(b"null", after):
+            return at
+        at = joined.find(key, after, end)
+    return first
+
+
+class _Burst:
+    """Plain content chunks taken whole: their SSE text (one-line ``data:``
+    events joined by blank lines), split into payloads only if the stream ends
+    without a usage report and its text has to be counted."""
+
+    __slots__ = ("sse",)
+
+    def __init__(self, sse: bytes) -> None:
+        self.sse = sse
+
+
+def pending_payloads(items: list[bytes | _Burst]) -> list[bytes]:
+    """The chunk payloads held by ``items``, bursts split, in order."""
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, _Burst):
+            out += [event[6:] for event in item.sse.split(b"\n\n")]
+        else:
+            out.append(item)
+    return out
+
+
 class StreamRelay:
     """Relays one started upstream stream and settles it exactly once."""
 
@@ -59,12 +112,15 @@ class StreamRelay:
         self._result = result
         self._meter = meter
         self._ttft_ms = result.ttfb_ms
-        self._delivered: list[bytes] = []
-        self._pending: list[bytes] = []
+        self._delivered: list[bytes | _Burst] = []
+        self._pending: list[bytes | _Burst] = []
         self._usage: Usage | None = None
         self._done = False
         self._upstream_error = False
         self._finished = False
+        self.ended = False
+        """Set when the chunk :meth:`stream` yields is its last (the response
+        can end in the same write)."""
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The bytes to send the client: each read's events in one write."""
@@ -72,6 +128,7 @@ class StreamRelay:
         batch = self._result.first_events
         while batch is not None and events is not None:
             out = self._take_all(batch)
+            self.ended = self._done
             if out:
                 yield out
             self._commit()  # the client took the chunk: it counts as delivered
@@ -89,6 +146,7 @@ class StreamRelay:
                 self._deps.metrics.upstream_error(self._meter.model, self._result.route.id,
                                                   f"stream_{exc.reason}")
                 batch = None
+        self.ended = True
         if self._usage is not None and not self._upstream_error:
             self._settle_ok()  # ended after its usage chunk without [DONE]
             yield DONE
@@ -98,14 +156,30 @@ class StreamRelay:
         yield error_event(BROKEN_MESSAGE)
 
     def _take_all(self, batch: list[bytes]) -> bytes:
-        """What to forward of one batch (up to and including ``[DONE]``)."""
+        """What to forward of one batch (up to and including ``[DONE]``).
+
+        A burst (a fast upstream, or a whole answer in one read) is split where
+        the first event that may matter to metering starts (an error, a usage
+        report, ``[DONE]``): the plain content chunks before it are scanned
+        whole, only the few after it one by one."""
         if len(batch) == 1:
             return self._take(batch[0]) or b""
-        plain = self._take_plain(batch)
-        if plain is not None:
-            return plain
-        out = []
-        for event in batch:
+        joined = b"\n\n".join(batch)
+        cut = _first_notable(joined)
+        if cut < 0:
+            plain = self._take_plain(batch, joined)
+            if plain is not None:
+                return plain
+            head, rest = b"", batch
+        else:
+            count = joined.count(b"\n\n", 0, cut)  # events wholly before the notable one
+            head = b""
+            if count >= 2:
+                before = joined[:joined.rfind(b"\n\n", 0, cut)]
+                head = self._take_plain(batch[:count], before, scanned=True) or b""
+            rest = batch[count:] if head else batch
+        out = [head]
+        for event in rest:
             data = self._take(event)
             if data is not None:
                 out.append(data)
@@ -113,13 +187,16 @@ class StreamRelay:
                 break
         return b"".join(out)
 
-    def _take_plain(self, batch: list[bytes]) -> bytes | None:
+    def _take_plain(self, batch: list[bytes], joined: bytes | None = None,
+                    scanned: bool = False) -> bytes | None:
         """A burst of plain content chunks forwarded with whole-batch scans
         instead of event by event (the same bytes out); ``None`` when any event
-        may matter to metering or is not a one-line ``data:`` event."""
-        joined = b"\n\n".join(batch)
-        if (b'"error"' in joined or b"[DONE]" in joined or b": [DONE" in joined
-                or may_carry(joined, b'"usage":')
+        may matter to metering or is not a one-line ``data:`` event.
+        ``joined``: the events already joined by blank lines; ``scanned``: and
+        known to hold nothing notable (see :func:`_first_notable`)."""
+        if joined is None:
+            joined = b"\n\n".join(batch)
+        if ((not scanned and _first_notable(joined) >= 0)
                 or joined.count(b"\n") != 2 * (len(batch) - 1)
                 or joined.count(b"\n\ndata: ") != len(batch) - 1
                 or not joined.startswith(b"data: ")):
@@ -129,9 +206,7 @@ class StreamRelay:
             if b'"usage"' in stripped:
                 return None  # another spelling: event by event
             joined = stripped
-            self._pending.extend(event[6:] for event in stripped.split(b"\n\n"))
-        else:
-            self._pending.extend(event[6:] for event in batch)
+        self._pending.append(_Burst(joined))
         return joined + b"\n\n"
 
     def _take(self, event: bytes) -> bytes | None:
@@ -176,7 +251,7 @@ class StreamRelay:
 
     def _delivered_tokens(self) -> tuple[int, int]:
         tally = TextTally()
-        for data in self._delivered:
+        for data in pending_payloads(self._delivered):
             tally.add_chunk(data)
         return tally.tokens()
 
@@ -188,6 +263,9 @@ class StreamRelay:
     def _settle_ok(self) -> None:
         usage = self._usage
         if usage is None:
+            # The stream is complete: the chunks read with its end go out in
+            # the same write as it, so they count too.
+            self._commit()
             completion, reasoning = self._delivered_tokens()
             usage = Usage(self._request.prompt_tokens, completion, reasoning)
         self._settle(usage, "ok")
@@ -265,10 +343,14 @@ class RelayResponse(Response):
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
-            async for chunk in self._relay.stream():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            self._sent_all = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            relay, last = self._relay, False
+            async for chunk in relay.stream():
+                # The last chunk ends the response in the same write.
+                last = self._sent_all = relay.ended
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if not last:
+                self._sent_all = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not self._client_left:
                 raise
