@@ -19,6 +19,7 @@ from rich.console import Console
 from cambist.app.bootstrap import Connection, bootstrap, read_connection
 from cambist.app.exchange import Role, open_exchange
 from cambist.app.guard import header_guard
+from cambist.app.http_protocol import HeadHoldingProtocol
 from cambist.app.server import create_app
 from cambist.config import Settings
 from cambist.gateway.app import gateway_fast_path
@@ -141,7 +142,7 @@ async def serve(settings: Settings, role: Role = "up", console: Console | None =
     # cost about as much CPU as the gateway's own work (bench/gateway).
     fast = header_guard(gateway_fast_path(app, app.router.routes))
     config = uvicorn.Config(fast, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, http="httptools",
+                            timeout_graceful_shutdown=5, http=HeadHoldingProtocol,
                             timeout_keep_alive=KEEP_ALIVE_S)  # idle clients are closed
     server = _Server(config) if worker is None else _Server(config, (signal.SIGTERM,))
     try:
