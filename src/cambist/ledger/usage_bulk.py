@@ -29,6 +29,7 @@ same rows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -184,6 +185,26 @@ def _usage_values(r: UsageRecord) -> tuple[Any, ...]:
             r.ttft_ms, r.stream, r.privacy_tier, r.allowance_micros, r.pool_micros)
 
 
+_SLICE = 64
+"""Records converted per turn of the event loop while a batch is written: a
+batch of a few hundred converted at once held the loop for milliseconds, which
+showed in the gateway's tail latency (``bench/gateway``, concurrency 1)."""
+
+
+async def _sqlite_rows(unique: dict[str, UsageRecord]
+                       ) -> tuple[list[tuple[Any, ...]], dict[str, list[tuple[str, int]]]]:
+    """Each record's ``usage`` row, and the journal lines of those with a price."""
+    values: list[tuple[Any, ...]] = []
+    lines: dict[str, list[tuple[str, int]]] = {}
+    for i, (rid, r) in enumerate(unique.items()):
+        if i and not i % _SLICE:
+            await asyncio.sleep(0)
+        values.append(_usage_values(r))
+        if values[-1][9] != 0:  # price_micros
+            lines[rid] = usage_lines(r)
+    return values, lines
+
+
 async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], now: float
                         ) -> int:
     """The same rows through the driver's ``executemany`` with plain tuples:
@@ -192,7 +213,7 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
     (``bench/gateway``). New rows are told apart by rowid: the transaction's
     reads and writes see one snapshot, and SQLite refuses the write if another
     writer committed after it (so nothing can slip in between)."""
-    lines = {rid: usage_lines(r) for rid, r in unique.items() if to_micros(r.price) != 0}
+    values, lines = await _sqlite_rows(unique)
     raw = (await conn.get_raw_connection()).driver_connection  # aiosqlite, our transaction
     assert raw is not None
 
@@ -201,21 +222,25 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
             row = await cur.fetchone()
         return int(row[0])
 
+    async def write(sql: str, rows: list[tuple[Any, ...]]) -> None:
+        # In slices: SQLite's thread shares the gateway's core and its GIL, so
+        # one long statement holds the event loop back for its whole run.
+        for at in range(0, len(rows), _SLICE):
+            await raw.executemany(sql, rows[at:at + _SLICE])
+
     before = await top("usage")
-    await raw.executemany(_SQLITE_USAGE, [_usage_values(r) for r in unique.values()])
+    await write(_SQLITE_USAGE, values)
     async with raw.execute("SELECT request_id FROM usage WHERE rowid > ?", (before,)) as cur:
         inserted = [rid for (rid,) in await cur.fetchall()]
     charged = [rid for rid in inserted if rid in lines]
     if charged:
         first = await top("journal_entries")
-        await raw.executemany(_SQLITE_ENTRY, [
-            (f"usage:{rid}", _memo(unique[rid]), now) for rid in charged])
+        await write(_SQLITE_ENTRY, [(f"usage:{rid}", _memo(unique[rid]), now) for rid in charged])
         async with raw.execute("SELECT id, idempotency_key FROM journal_entries WHERE id > ?",
                                (first,)) as cur:
             new_ids = await cur.fetchall()
-        await raw.executemany(_SQLITE_LINE, [
-            (eid, account, micros) for eid, key in new_ids
-            for account, micros in lines[key[len("usage:"):]]])
+        await write(_SQLITE_LINE, [(eid, account, micros) for eid, key in new_ids
+                                   for account, micros in lines[key[len("usage:"):]]])
     return len(inserted)
 
 
