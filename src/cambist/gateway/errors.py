@@ -232,7 +232,8 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 def _request_headers(request: Request) -> dict[str, str]:
     """The request id and the caller's rate headers, once known."""
     rid = getattr(request.state, "request_id", None)
-    out = dict(getattr(request.state, "ratelimit_headers", None) or {})
+    admission = getattr(request.state, "admission", None)  # gateway.limits.Admission
+    out = admission.headers if admission is not None else {}
     if rid:
         out["x-request-id"] = rid
     return out

@@ -75,13 +75,25 @@ def reset_header(seconds: float) -> str:
 class TokenBucket:
     """Holds up to ``capacity`` units, refilled at ``capacity`` per minute."""
 
-    __slots__ = ("capacity", "level", "rate", "stamp")
+    __slots__ = ("_reset_ms", "_reset_text", "capacity", "level", "limit_text", "rate", "stamp")
 
     def __init__(self, capacity: int, now: float) -> None:
         self.capacity = float(capacity)
         self.rate = capacity / 60.0
         self.level = self.capacity
         self.stamp = now
+        self.limit_text = str(capacity)  # the limit header's value
+        self._reset_ms = -1
+        self._reset_text = ""
+
+    def reset_text(self) -> str:
+        """The reset header's value (:func:`reset_header` of :attr:`reset_s`;
+        the last one is kept, since at high rates it rarely changes)."""
+        ms = math.ceil(max(self.reset_s, 0.0) * 1000 - 1e-6)
+        if ms != self._reset_ms:
+            self._reset_ms = ms
+            self._reset_text = format_duration(max(ms, 0) * 1_000_000)
+        return self._reset_text
 
     def refill(self, now: float) -> None:
         """Add what accrued since the last look (a clock step back adds nothing)."""
@@ -117,13 +129,18 @@ class _Buckets:
 
 
 def _tighter(a: TokenBucket, b: TokenBucket) -> TokenBucket:
-    return b if b.remaining < a.remaining else a
+    return b if b.level < a.level else a
+
+
+_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}",
+                 f"x-ratelimit-reset-{kind}") for kind in ("requests", "tokens")}
 
 
 def _headers(kind: str, bucket: TokenBucket, out: dict[str, str]) -> None:
-    out[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
-    out[f"x-ratelimit-remaining-{kind}"] = str(bucket.remaining)
-    out[f"x-ratelimit-reset-{kind}"] = reset_header(bucket.reset_s)
+    limit, remaining, reset = _NAMES[kind]
+    out[limit] = bucket.limit_text
+    out[remaining] = str(bucket.remaining)
+    out[reset] = bucket.reset_text()
 
 
 @dataclass(slots=True)
@@ -135,14 +152,21 @@ class Admission:
     key_id: str
     key: _Buckets
     tenant: _Buckets
-    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
+    """More headers for every response to the request (a key's budget left)."""
     tokens: int = 0
     settled: bool = False
 
-    def update_headers(self) -> None:
-        """Recompute the six ``x-ratelimit-*`` headers from the buckets."""
-        _headers("requests", _tighter(self.key.requests, self.tenant.requests), self.headers)
-        _headers("tokens", _tighter(self.key.tokens, self.tenant.tokens), self.headers)
+    @property
+    def headers(self) -> dict[str, str]:
+        """The six ``x-ratelimit-*`` headers as the buckets stand now (worked
+        out once per response, not after every take), then :attr:`extra`."""
+        out: dict[str, str] = {}
+        _headers("requests", _tighter(self.key.requests, self.tenant.requests), out)
+        _headers("tokens", _tighter(self.key.tokens, self.tenant.tokens), out)
+        if self.extra:
+            out.update(self.extra)
+        return out
 
     def reserve_tokens(self, estimate: int) -> None:
         """Take ``estimate`` tokens from the key and tenant buckets, or raise
@@ -153,20 +177,16 @@ class Admission:
         for scope, bucket, limit in pairs:
             bucket.refill(now)
             if estimate > limit:
-                self.update_headers()
                 raise RateLimited(
                     "tokens", f"Request too large for tokens per minute ({scope} limit "
                     f"{limit}, requested {estimate}); send fewer tokens or a smaller "
-                    "max_tokens", 60.0, dict(self.headers))
+                    "max_tokens", 60.0, self.headers)
             wait = bucket.wait_s(estimate)
             if wait > 0:
-                self.update_headers()
                 raise _limited("tokens", scope, self, limit, bucket, estimate, wait)
         self.key.tokens.adjust(-estimate)
         self.tenant.tokens.adjust(-estimate)
         self.tokens = estimate
-        # Only the token buckets moved since admit() set all six headers.
-        _headers("tokens", _tighter(self.key.tokens, self.tenant.tokens), self.headers)
 
     def settle(self, used: int) -> None:
         """Correct the token take to ``used`` (0 refunds it all); idempotent."""
@@ -188,7 +208,7 @@ def _limited(kind: str, scope: str, admission: Admission, limit: int, bucket: To
     return RateLimited(
         kind, f"Rate limit reached for {kind} per minute on {who} (plan {admission.plan.name}): "
         f"Limit {limit}, Used {used}, Requested {requested}. Please try again in "
-        f"{reset_header(wait)}.", wait, dict(admission.headers))
+        f"{reset_header(wait)}.", wait, admission.headers)
 
 
 class RateLimiter:
@@ -221,17 +241,16 @@ class RateLimiter:
             tenant = self._tenants[tenant_id] = _Buckets(
                 self.new_bucket(f"t:{tenant_id}:req", plan.tenant_requests_per_minute, now),
                 self.new_bucket(f"t:{tenant_id}:tok", plan.tenant_tokens_per_minute, now))
-        for bucket in (key.requests, key.tokens, tenant.requests, tenant.tokens):
-            bucket.refill(now)
+        # The token buckets are refilled when tokens are reserved.
+        key.requests.refill(now)
+        tenant.requests.refill(now)
         admission = Admission(self._clock, plan, key_id, key, tenant)
         pairs = (("key", key.requests, plan.requests_per_minute),
                  ("tenant", tenant.requests, plan.tenant_requests_per_minute))
         for scope, bucket, limit in pairs:
             wait = bucket.wait_s(1)
             if wait > 0:
-                admission.update_headers()
                 raise _limited("requests", scope, admission, limit, bucket, 1, wait)
         key.requests.adjust(-1)
         tenant.requests.adjust(-1)
-        admission.update_headers()
         return admission

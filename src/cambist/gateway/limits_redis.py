@@ -6,8 +6,10 @@ holding ``level`` and ``stamp``; one Lua script refills a bucket to ``now``
 and applies a signed take atomically. The hot path stays synchronous and in
 memory: each process keeps a local copy of every bucket it uses, takes from
 it at once, and pushes the takes (and the refunds of settled token estimates)
-to Redis right after, in one pipelined round trip for all dirty buckets; the
-reply resets the local copy to Redis's level minus what was taken since.
+to Redis within :data:`~cambist.ledger.pacing.PUSH_INTERVAL_S` (at once when a
+bucket's unconfirmed takes reach half its slack), in one pipelined round trip
+for all dirty buckets; the reply resets the local copy to Redis's level minus
+what was taken since.
 
 **Bound.** A process admits a take that Redis has not confirmed yet only while
 its unconfirmed takes on that bucket stay within the bucket's *slack*
@@ -37,6 +39,7 @@ from redis.exceptions import RedisError
 
 from cambist.domain.clock import Clock
 from cambist.gateway.limits import RateLimiter, TokenBucket
+from cambist.ledger.pacing import PUSH_INTERVAL_S, PushPacer
 from cambist.ledger.plans import PlanBook
 
 __all__ = ["CONFIRM_WAIT_S", "LimitSync", "SharedBucket", "SharedRateLimiter"]
@@ -103,7 +106,7 @@ class SharedBucket(TokenBucket):
 
     def adjust(self, delta: float) -> None:
         """Take or give back locally, and queue the change for Redis."""
-        super().adjust(delta)
+        self.level = min(self.capacity, self.level + delta)
         self.pending += delta
         self._owner.mark(self)
 
@@ -118,7 +121,7 @@ class SharedRateLimiter(RateLimiter):
     """:class:`RateLimiter` whose buckets are shared through Redis (see the bound above)."""
 
     def __init__(self, plans: PlanBook, clock: Clock, redis: Redis, *, prefix: str = "cambist",
-                 slack_fraction: float = 0.02) -> None:
+                 slack_fraction: float = 0.02, push_interval_s: float = PUSH_INTERVAL_S) -> None:
         super().__init__(plans, clock)
         if not 0 < slack_fraction <= 1:
             raise ValueError("slack_fraction is a fraction in (0, 1]")
@@ -128,7 +131,7 @@ class SharedRateLimiter(RateLimiter):
         self._script = redis.register_script(_TAKE)
         self._buckets: dict[str, SharedBucket] = {}
         self._dirty: dict[str, SharedBucket] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._pacer = PushPacer(self._push_paced, push_interval_s)
         self._lock = asyncio.Lock()  # one push at a time: replies confirm in order
         self.failures = 0  # pushes Redis did not answer
 
@@ -139,50 +142,57 @@ class SharedRateLimiter(RateLimiter):
         return bucket
 
     def mark(self, bucket: SharedBucket) -> None:
-        """Queue ``bucket`` for the next push and start one if none runs."""
+        """Queue ``bucket`` for the next paced push: at once when its takes not
+        yet confirmed reach half its slack (waiting would soon refuse requests)."""
         self._dirty[bucket.name] = bucket
-        if self._task is None or self._task.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # no event loop (a synchronous caller): LimitSync pushes it
-            self._task = loop.create_task(self.push())
+        self._pacer.kick(-2 * (bucket.pending + bucket.inflight) >= bucket.slack)
 
     async def push(self) -> None:
-        """Send every queued change to Redis, batch after batch, until none is left."""
+        """Send every change queued so far to Redis in one round trip (those
+        queued meanwhile go with the next paced push: pushing until none is
+        left never ends under load)."""
         async with self._lock:
-            await self._push_all()
+            if await self._push_batch() and self._dirty:
+                self._pacer.kick()
 
-    async def _push_all(self) -> None:
-        while self._dirty:
-            batch = list(self._dirty.values())
-            self._dirty = {}
-            now = self._clock.now()
-            deltas = []
-            for b in batch:
-                deltas.append(b.pending)
-                b.inflight += b.pending
-                b.pending = 0.0
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for b, d in zip(batch, deltas, strict=True):
-                        await self._script(
-                            keys=[f"{self._prefix}:rl:{b.name}"],
-                            args=[int(b.capacity), repr(b.rate), repr(now), repr(d),
-                                  int(_IDLE_S)],
-                            client=pipe)
-                    replies = await pipe.execute()
-            except (RedisError, OSError) as exc:
-                self.failures += 1
+    async def _push_paced(self) -> bool:
+        async with self._lock:
+            return bool(self._dirty) and await self._push_batch() and bool(self._dirty)
+
+    async def _push_batch(self) -> bool:
+        """Push what is queued now; ``False`` if Redis did not answer (the
+        changes stay queued for the sync loop)."""
+        if not self._dirty:
+            return True
+        batch = list(self._dirty.values())
+        self._dirty = {}
+        now = self._clock.now()
+        deltas = []
+        for b in batch:
+            deltas.append(b.pending)
+            b.inflight += b.pending
+            b.pending = 0.0
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for b, d in zip(batch, deltas, strict=True):
-                    b.inflight -= d
-                    b.pending += d
-                    self._dirty[b.name] = b
-                log.warning("rate limits: Redis did not take the counters (%s); "
-                            "retrying from the sync loop", exc)
-                return
-            for b, reply in zip(batch, replies, strict=True):
-                b.confirm(float(reply), now)
+                    await self._script(
+                        keys=[f"{self._prefix}:rl:{b.name}"],
+                        args=[int(b.capacity), repr(b.rate), repr(now), repr(d),
+                              int(_IDLE_S)],
+                        client=pipe)
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.failures += 1
+            for b, d in zip(batch, deltas, strict=True):
+                b.inflight -= d
+                b.pending += d
+                self._dirty[b.name] = b
+            log.warning("rate limits: Redis did not take the counters (%s); "
+                        "retrying from the sync loop", exc)
+            return False
+        for b, reply in zip(batch, replies, strict=True):
+            b.confirm(float(reply), now)
+        return True
 
     async def refresh(self, now: float) -> None:
         """Re-read every bucket used lately (so takes by other processes show

@@ -138,8 +138,8 @@ class GatewayService:
                 "inference needs a tenant API key; platform admin keys have no tenant to bill"
             )
         admission = self.limiter.admit(principal.key_id, principal.tenant_id)
-        request.state.ratelimit_headers = admission.headers  # on every response from here
-        self._budget_header(principal.key_id, admission.headers)
+        request.state.admission = admission  # its headers on every response from here
+        self._budget_header(principal.key_id, admission.extra)
         cap, owner = deps.settings.max_tokens_cap, "this gateway"
         account = admission.plan  # the tenant's plan may cap max_tokens lower
         if account.max_tokens is not None and account.max_tokens < cap:

@@ -18,8 +18,11 @@ the journal: the flusher reports each outbox batch to Redis (moving it into
 the batch to the journal, so a stale journal view can never count a charge as
 credit again.
 
-A process pushes its exposure right after every change (one pipelined round
-trip for every tenant that changed) and learns the tenant's credit back.
+A process pushes its exposure within :data:`~cambist.ledger.pacing.PUSH_INTERVAL_S`
+of a change (one pipelined round trip for every tenant that changed; at once
+for a tenant whose plan grants allowances or pools, whose claims settle waits
+on, or whose unconfirmed holds reach half the slack) and learns the tenant's
+credit back.
 ``reserve`` decides on that figure minus what it reserved since (unconfirmed).
 
 **Bound.** A process reserves credit Redis has not confirmed only while its
@@ -95,6 +98,7 @@ from cambist.domain.usage import UsageRecord
 from cambist.ledger.grants import prepaid_micros
 from cambist.ledger.journal import Journal
 from cambist.ledger.outbox import UsageOutbox
+from cambist.ledger.pacing import PUSH_INTERVAL_S, PushPacer
 from cambist.ledger.plans import PlanBook
 from cambist.ledger.shared_scripts import GRANT, REPORT, SYNC
 from cambist.ledger.wallet import TenantWallet
@@ -125,7 +129,7 @@ class SharedWallet(TenantWallet):
     def __init__(self, journal: Journal, outbox: UsageOutbox, clock: Clock, redis: Redis, *,
                  process: str, prefix: str = "cambist",
                  slack: Decimal = Decimal("0.50"), plans: PlanBook | None = None,
-                 reset_hour: int = 0) -> None:
+                 reset_hour: int = 0, push_interval_s: float = PUSH_INTERVAL_S) -> None:
         super().__init__(journal, outbox, clock, plans, reset_hour)
         self._redis = redis
         self._process = process
@@ -149,7 +153,7 @@ class SharedWallet(TenantWallet):
         self._unreported: dict[str, int] = {}  # charges settled here, not in `used` yet
         self._view: dict[str, tuple[int, int]] = {}  # tenant -> (credit left, own exposure in it)
         self._dirty: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._pacer = PushPacer(self._push_paced, push_interval_s)
         self._redis_lock = asyncio.Lock()  # pushes and reports never interleave
         self.failures = 0
 
@@ -331,12 +335,8 @@ class SharedWallet(TenantWallet):
 
     def _changed(self, tenant_id: str) -> None:
         self._dirty.add(tenant_id)
-        if self._task is None or self._task.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # no event loop: the next load() pushes it
-            self._task = loop.create_task(self.push())
+        cap_a, cap_p = self._grants.limits(tenant_id)
+        self._pacer.kick(bool(cap_a or cap_p) or 2 * self._unconfirmed(tenant_id) >= self._slack)
 
     # -- Redis -----------------------------------------------------------------
 
@@ -369,43 +369,57 @@ class SharedWallet(TenantWallet):
                                    c[2], min(c[3], self._gspent.get((t, "p", c[2]), 0)))
 
     async def push(self) -> None:
-        """Send the exposure of every changed tenant and claim its grants for
-        the holds here; learn its credit and grants back."""
+        """Send the exposure of every tenant changed so far and claim its
+        grants for the holds here; learn its credit and grants back. One round
+        trip: changes made meanwhile go with the next paced push (pushing until
+        none is left never ends under load)."""
         async with self._redis_lock:
-            while self._dirty:
-                tenants = sorted(self._dirty)
-                self._dirty.clear()
-                sent = {t: self._exposure(t) for t in tenants}
-                now = self._clock.now()
-                grants = {t: self._grant_args(t, now) for t in tenants}
-                try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for t in tenants:
-                            await self._sync(
-                                keys=[self._key("cr", t), self._key("used", t)],
-                                args=[self._process, sent[t], self._credit.get(t, 0),
-                                      self._jusage.get(t, 0)],
-                                client=pipe)
-                            g = grants[t]
-                            if g is not None:
-                                await self._grant(keys=g[2], args=g[3], client=pipe)
-                        replies = iter(await pipe.execute())
-                except (RedisError, OSError) as exc:
-                    self.failures += 1
-                    self._dirty.update(tenants)
-                    self._drop_claims(tenants)
-                    log.warning("credit: Redis did not answer (%s); reservations are "
-                                "limited to the slack until it does", exc)
-                    return
+            if await self._push_batch() and self._dirty:
+                self._pacer.kick()
+
+    async def _push_paced(self) -> bool:
+        async with self._redis_lock:
+            return bool(self._dirty) and await self._push_batch() and bool(self._dirty)
+
+    async def _push_batch(self) -> bool:
+        """One round trip for the tenants changed so far; ``False`` if Redis
+        did not answer (they stay queued)."""
+        if not self._dirty:
+            return True
+        tenants = sorted(self._dirty)
+        self._dirty.clear()
+        sent = {t: self._exposure(t) for t in tenants}
+        now = self._clock.now()
+        grants = {t: self._grant_args(t, now) for t in tenants}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for t in tenants:
-                    left, used = next(replies)
-                    self._view[t] = (int(left), sent[t])
-                    self._used[t] = int(used)
+                    await self._sync(
+                        keys=[self._key("cr", t), self._key("used", t)],
+                        args=[self._process, sent[t], self._credit.get(t, 0),
+                              self._jusage.get(t, 0)],
+                        client=pipe)
                     g = grants[t]
                     if g is not None:
-                        a, p, a_free, p_free = (int(v) for v in next(replies))
-                        self._claims[t] = (g[0], a, g[1], p)
-                        self._gfree[t] = (a_free, p_free)
+                        await self._grant(keys=g[2], args=g[3], client=pipe)
+                replies = iter(await pipe.execute())
+        except (RedisError, OSError) as exc:
+            self.failures += 1
+            self._dirty.update(tenants)
+            self._drop_claims(tenants)
+            log.warning("credit: Redis did not answer (%s); reservations are "
+                        "limited to the slack until it does", exc)
+            return False
+        for t in tenants:
+            left, used = next(replies)
+            self._view[t] = (int(left), sent[t])
+            self._used[t] = int(used)
+            g = grants[t]
+            if g is not None:
+                a, p, a_free, p_free = (int(v) for v in next(replies))
+                self._claims[t] = (g[0], a, g[1], p)
+                self._gfree[t] = (a_free, p_free)
+        return True
 
     async def report(self, outbox: UsageOutbox, start: int, end: int) -> None:
         """Move the charges of outbox bytes ``[start, end)`` into Redis's ``used``,
