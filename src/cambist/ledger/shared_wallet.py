@@ -92,7 +92,6 @@ from redis.exceptions import RedisError
 from cambist.domain.billing import Reservation
 from cambist.domain.clock import Clock
 from cambist.domain.errors import CambistError, Conflict, InsufficientCredit, InvalidRequest
-from cambist.domain.ids import new_id
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
 from cambist.ledger.grants import prepaid_micros
@@ -293,10 +292,10 @@ class SharedWallet(TenantWallet):
             raise CreditPending(
                 f"credit of tenant {tenant_id} is being confirmed across gateways "
                 f"({format_usd(from_micros(ahead), 6)} in flight here); retry in a moment")
-        rid = new_id("rsv")
+        rid = f"rsv_{next(self._hold_seq)}"
         self._holds[rid] = (tenant_id, micros)
         self._held[tenant_id] = self._held.get(tenant_id, 0) + micros
-        self._changed(tenant_id)
+        self._changed(tenant_id, 2 * (max(ahead, 0) + micros) >= self._slack)
         return Reservation(rid, tenant_id, from_micros(micros))
 
     def settle(self, reservation: Reservation, record: UsageRecord) -> None:
@@ -333,10 +332,15 @@ class SharedWallet(TenantWallet):
         if self._drop_hold(reservation.id):
             self._changed(reservation.tenant_id)
 
-    def _changed(self, tenant_id: str) -> None:
+    def _changed(self, tenant_id: str, near_slack: bool = False) -> None:
+        """Queue the tenant for the next paced push: at once when its holds not
+        yet confirmed are ``near_slack`` (reserve works that out; settling and
+        releasing only lower them) or its plan grants allowances or pools."""
         self._dirty.add(tenant_id)
-        cap_a, cap_p = self._grants.limits(tenant_id)
-        self._pacer.kick(bool(cap_a or cap_p) or 2 * self._unconfirmed(tenant_id) >= self._slack)
+        if not near_slack:
+            cap_a, cap_p = self._grants.limits(tenant_id)
+            near_slack = bool(cap_a or cap_p)
+        self._pacer.kick(near_slack)
 
     # -- Redis -----------------------------------------------------------------
 

@@ -27,13 +27,13 @@ posted and are the deploy layer's to bound (stop leases when credit runs out).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import replace
 from decimal import Decimal
 
 from cambist.domain.billing import Reservation
 from cambist.domain.clock import Clock
 from cambist.domain.errors import Conflict, InsufficientCredit, InvalidRequest
-from cambist.domain.ids import new_id
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
 from cambist.ledger.accounts import REVENUE_INFERENCE
@@ -63,6 +63,7 @@ class TenantWallet:
         self._books = TenantBooks(journal.engine, split_usage=self._split_usage)
         self._balances: dict[str, int] = {}
         self._holds: dict[str, tuple[str, int]] = {}  # reservation id -> (tenant, micros)
+        self._hold_seq = itertools.count(1)
         self._held: dict[str, int] = {}  # tenant -> micros held
         self._lock = asyncio.Lock()
 
@@ -151,7 +152,7 @@ class TenantWallet:
                 f"request needs {format_usd(from_micros(micros), 6)}; add credit with "
                 f"`cambist credits add {tenant_id} <amount>`"
             )
-        rid = new_id("rsv")
+        rid = f"rsv_{next(self._hold_seq)}"  # ids of in-memory holds: a counter will do
         self._holds[rid] = (tenant_id, micros)
         self._held[tenant_id] = self._held.get(tenant_id, 0) + micros
         return Reservation(rid, tenant_id, from_micros(micros))
