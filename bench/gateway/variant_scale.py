@@ -48,10 +48,11 @@ class FreeAdmission:
     """An admission that takes and corrects nothing (fresh headers per request);
     it still names the tenant's plan (its ``max_tokens`` cap applies)."""
 
-    __slots__ = ("headers", "plan")
+    __slots__ = ("extra", "headers", "plan")
 
     def __init__(self, plan: Plan) -> None:
         self.headers: dict[str, str] = {}
+        self.extra: dict[str, str] = {}
         self.plan = plan
 
     def reserve_tokens(self, estimate: int) -> None:
