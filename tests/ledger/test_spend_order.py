@@ -175,6 +175,21 @@ def test_periods() -> None:
             Periods(bad)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 23), st.lists(st.integers(1_700_000_000, 1_900_000_000), max_size=30),
+       st.lists(st.integers(-86_400 * 40, 86_400 * 40), max_size=30))
+def test_periods_remembered_agree_with_periods_worked_out_afresh(
+        hour: int, starts: list[int], steps: list[int]) -> None:
+    kept = Periods(hour)
+    times = [*starts, *(starts[-1] + s for s in steps if starts)]
+    for t in times:  # whole seconds and the edges around them
+        day, month = Periods(hour).day(t), Periods(hour).month(t)
+        for x in (t - 1e-6, float(t), t + 0.5, day, day - 1e-3, day + 86_400 - 1e-3,
+                  day + 86_400, month, month - 1e-3):
+            assert kept.day(x) == Periods(hour).day(x)
+            assert kept.month(x) == Periods(hour).month(x)
+
+
 async def test_allowance_resets_at_the_configured_hour(
         journal: Journal, clock: ManualClock, tenant: str, tmp_path: Path) -> None:
     b = Books(journal, clock, tmp_path, reset_hour=6)

@@ -41,6 +41,7 @@ from cambist.domain.clock import Clock
 from cambist.gateway.limits import RateLimiter, TokenBucket
 from cambist.ledger.pacing import PUSH_INTERVAL_S, PushPacer
 from cambist.ledger.plans import PlanBook
+from cambist.ledger.redis_scripts import run_scripts
 
 __all__ = ["CONFIRM_WAIT_S", "LimitSync", "SharedBucket", "SharedRateLimiter"]
 
@@ -173,14 +174,10 @@ class SharedRateLimiter(RateLimiter):
             b.inflight += b.pending
             b.pending = 0.0
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for b, d in zip(batch, deltas, strict=True):
-                    await self._script(
-                        keys=[f"{self._prefix}:rl:{b.name}"],
-                        args=[int(b.capacity), repr(b.rate), repr(now), repr(d),
-                              int(_IDLE_S)],
-                        client=pipe)
-                replies = await pipe.execute()
+            replies = await run_scripts(self._redis, [
+                (self._script, [f"{self._prefix}:rl:{b.name}"],
+                 [int(b.capacity), repr(b.rate), repr(now), repr(d), int(_IDLE_S)])
+                for b, d in zip(batch, deltas, strict=True)])
         except (RedisError, OSError) as exc:
             self.failures += 1
             for b, d in zip(batch, deltas, strict=True):

@@ -54,19 +54,33 @@ class Periods:
                 or not 0 <= reset_hour <= 23:
             raise ValueError(f"the allowance reset hour must be 0-23 (UTC), not {reset_hour!r}")
         self.reset_hour = reset_hour
+        # The last day and month looked up, as [start, end): settling asks
+        # for the same period again and again (datetime arithmetic is not free).
+        self._last_day = (0.0, 0.0)
+        self._last_month = (0.0, 0.0)
 
     def day(self, t: float) -> float:
         """Start of the allowance day holding ``t``."""
+        start, end = self._last_day
+        if start <= t < end:
+            return start
         dt = datetime.fromtimestamp(t, UTC)
-        start = dt.replace(hour=self.reset_hour, minute=0, second=0, microsecond=0)
-        if start > dt:
-            start -= timedelta(days=1)
-        return start.timestamp()
+        begin = dt.replace(hour=self.reset_hour, minute=0, second=0, microsecond=0)
+        if begin > dt:
+            begin -= timedelta(days=1)
+        self._last_day = (begin.timestamp(), (begin + timedelta(days=1)).timestamp())
+        return self._last_day[0]
 
     def month(self, t: float) -> float:
         """Start of the UTC calendar month holding ``t``."""
+        start, end = self._last_month
+        if start <= t < end:
+            return start
         dt = datetime.fromtimestamp(t, UTC)
-        return dt.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+        begin = dt.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        after = (begin + timedelta(days=32)).replace(day=1)
+        self._last_month = (begin.timestamp(), after.timestamp())
+        return self._last_month[0]
 
     def previous_day(self, t: float) -> float:
         """Start of the allowance day before the one holding ``t``."""

@@ -99,6 +99,7 @@ from cambist.ledger.journal import Journal
 from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.pacing import PUSH_INTERVAL_S, PushPacer
 from cambist.ledger.plans import PlanBook
+from cambist.ledger.redis_scripts import ScriptCall, run_scripts
 from cambist.ledger.shared_scripts import GRANT, REPORT, SYNC
 from cambist.ledger.wallet import TenantWallet
 
@@ -189,9 +190,7 @@ class SharedWallet(TenantWallet):
         :class:`~cambist.ledger.wallet.WalletRefresh`)."""
         async with self._lock:
             await self.load_books()
-        self._dirty.update(self._credit)
-        self._dirty.update(self._claims)
-        self._dirty.update(t for t, _, _ in self._gseed)
+        self._dirty.update(self._credit, self._claims, (t for t, _, _ in self._gseed))
         await self.push()
 
     # -- what a tenant has -----------------------------------------------------
@@ -333,9 +332,7 @@ class SharedWallet(TenantWallet):
             self._changed(reservation.tenant_id)
 
     def _changed(self, tenant_id: str, near_slack: bool = False) -> None:
-        """Queue the tenant for the next paced push: at once when its holds not
-        yet confirmed are ``near_slack`` (reserve works that out; settling and
-        releasing only lower them) or its plan grants allowances or pools."""
+        """Queue the tenant for the next push (at once if ``near_slack`` or granted)."""
         self._dirty.add(tenant_id)
         if not near_slack:
             cap_a, cap_p = self._grants.limits(tenant_id)
@@ -381,7 +378,7 @@ class SharedWallet(TenantWallet):
             if await self._push_batch() and self._dirty:
                 self._pacer.kick()
 
-    async def _push_paced(self) -> bool:
+    async def _push_paced(self) -> bool:  # the pacer's: whether to go on
         async with self._redis_lock:
             return bool(self._dirty) and await self._push_batch() and bool(self._dirty)
 
@@ -395,18 +392,16 @@ class SharedWallet(TenantWallet):
         sent = {t: self._exposure(t) for t in tenants}
         now = self._clock.now()
         grants = {t: self._grant_args(t, now) for t in tenants}
+        calls: list[ScriptCall] = []
+        for t in tenants:
+            calls.append((self._sync, [self._key("cr", t), self._key("used", t)],
+                          [self._process, sent[t], self._credit.get(t, 0),
+                           self._jusage.get(t, 0)]))
+            g = grants[t]
+            if g is not None:
+                calls.append((self._grant, g[2], g[3]))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for t in tenants:
-                    await self._sync(
-                        keys=[self._key("cr", t), self._key("used", t)],
-                        args=[self._process, sent[t], self._credit.get(t, 0),
-                              self._jusage.get(t, 0)],
-                        client=pipe)
-                    g = grants[t]
-                    if g is not None:
-                        await self._grant(keys=g[2], args=g[3], client=pipe)
-                replies = iter(await pipe.execute())
+            replies = iter(await run_scripts(self._redis, calls))
         except (RedisError, OSError) as exc:
             self.failures += 1
             self._dirty.update(tenants)
@@ -450,12 +445,12 @@ class SharedWallet(TenantWallet):
                 if r.request_id not in seen:
                     seen.add(r.request_id)
                     charges[r.tenant_id] = charges.get(r.tenant_id, 0) + prepaid_micros(r)
-                    for side, part, pstart in (
-                            ("a", r.allowance_micros, periods.day(r.created_at)),
-                            ("p", r.pool_micros, periods.month(r.created_at))):
-                        if part:
-                            k = (r.tenant_id, side, pstart)
-                            granted[k] = granted.get(k, 0) + part
+                    if r.allowance_micros:
+                        k = (r.tenant_id, "a", periods.day(r.created_at))
+                        granted[k] = granted.get(k, 0) + r.allowance_micros
+                    if r.pool_micros:
+                        k = (r.tenant_id, "p", periods.month(r.created_at))
+                        granted[k] = granted.get(k, 0) + r.pool_micros
             charges = {t: c for t, c in charges.items() if c}
             new = f"{outbox.generation}:{end}"
             now = self._clock.now()
