@@ -33,6 +33,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cambist.domain.money import from_micros, to_micros
@@ -60,8 +61,7 @@ _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("allowance_micros", "int8"), ("pool_micros", "int8"),
 )
 
-_ARRAYS = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_USAGE_COLUMNS, 1))
-_N = len(_USAGE_COLUMNS)
+_FIELDS = ", ".join(f"(r->>{i})::{t}" for i, (_, t) in enumerate(_USAGE_COLUMNS))
 # One statement, one round trip: the usage rows (duplicates skipped by the
 # primary key; each new one draws the id its journal entry will have), one
 # entry per new priced row (duplicates skipped by the idempotency key), the
@@ -69,21 +69,21 @@ _N = len(_USAGE_COLUMNS)
 # then the revenue credit); returns the number of new usage rows.
 _PG_WRITE = (
     f"WITH u AS (INSERT INTO usage ({', '.join(c for c, _ in _USAGE_COLUMNS)}) "
-    f"SELECT * FROM unnest({_ARRAYS}) "
+    f"SELECT {_FIELDS} FROM json_array_elements($1::json) AS r "
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, tenant_id, model, "
     "prompt_tokens, completion_tokens, price_micros, allowance_micros, pool_micros, "
     "nextval('journal_entries_id_seq'::regclass) AS eid), "
     "e AS (INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at) "
     "SELECT eid, 'usage:' || request_id, 'usage', "
     "model || ' ' || prompt_tokens || '+' || completion_tokens || ' tok', "
-    f"${_N + 1}::float8 FROM u WHERE price_micros <> 0 "
+    f"$2::float8 FROM u WHERE price_micros <> 0 "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), "
     "l AS (INSERT INTO journal_lines (entry_id, account, amount_micros) "
     "SELECT u.eid, x.account, x.amount FROM u "
-    f"CROSS JOIN LATERAL (VALUES (1, ${_N + 2}::varchar, u.allowance_micros), "
-    f"(2, ${_N + 3}::varchar, u.pool_micros), "
-    f"(3, ${_N + 4}::varchar || u.tenant_id, u.price_micros - u.allowance_micros - u.pool_micros), "
-    f"(4, ${_N + 5}::varchar, -u.price_micros)) AS x(n, account, amount) "
+    f"CROSS JOIN LATERAL (VALUES (1, $3::varchar, u.allowance_micros), "
+    f"(2, $4::varchar, u.pool_micros), "
+    f"(3, $5::varchar || u.tenant_id, u.price_micros - u.allowance_micros - u.pool_micros), "
+    f"(4, $6::varchar, -u.price_micros)) AS x(n, account, amount) "
     "WHERE x.amount <> 0 AND u.eid IN (SELECT id FROM e) ORDER BY u.eid, x.n) "
     "SELECT count(*) FROM u"
 )
@@ -247,32 +247,21 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
 async def _write_pg(conn: AsyncConnection, unique: dict[str, UsageRecord], now: float) -> int:
     raw = (await conn.get_raw_connection()).driver_connection  # asyncpg, in our transaction
     assert raw is not None
-    recs = list(unique.values())
-    prices: list[int] = []
+    rows = [_usage_values(r) for r in unique.values()]
     tenants: set[str] = set()
-    for r in recs:
-        price = to_micros(r.price)
-        prices.append(price)
+    for row in rows:
+        price, a, p = row[9], row[18], row[19]
         if price == 0:  # no entry, so no lines to check (as on SQLite)
             continue
         # Checked here, as usage_lines does, before anything is written.
-        a, p = r.allowance_micros, r.pool_micros
         if a < 0 or p < 0 or a + p > price:
-            raise ValueError(f"record {r.request_id}: allowance {a} and pool {p} "
+            raise ValueError(f"record {row[0]}: allowance {a} and pool {p} "
                              f"micro-dollars do not fit in its price {price}")
-        tenants.add(r.tenant_id)
+        tenants.add(row[1])
     for t in tenants:
         tenant_account(t)  # raises on an invalid tenant id, as usage_lines does
-    columns: list[list[Any]] = [
-        [r.request_id for r in recs], [r.tenant_id for r in recs], [r.key_id for r in recs],
-        [r.model for r in recs], [r.endpoint_id for r in recs], [r.supplier for r in recs],
-        [r.prompt_tokens for r in recs], [r.completion_tokens for r in recs],
-        [r.reasoning_tokens for r in recs], prices,
-        [to_micros(r.compute_cost) for r in recs], [r.price_version for r in recs],
-        [r.status for r in recs], [r.created_at for r in recs], [r.latency_ms for r in recs],
-        [r.ttft_ms for r in recs], [r.stream for r in recs], [r.privacy_tier for r in recs],
-        [r.allowance_micros for r in recs], [r.pool_micros for r in recs],
-    ]
-    inserted = await raw.fetchval(
-        _PG_WRITE, *columns, now, GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
+    # The rows travel as one JSON array of arrays (orjson, in C): as twenty
+    # typed arrays, asyncpg's per-element checks cost ~5 µs a record.
+    inserted = await raw.fetchval(_PG_WRITE, orjson.dumps(rows).decode(), now,
+                                  GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
     return int(inserted)
