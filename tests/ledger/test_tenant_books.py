@@ -20,7 +20,7 @@ from cambist.domain.clock import ManualClock
 from cambist.domain.money import to_micros
 from cambist.ledger.accounts import CASH, REVENUE_INFERENCE, tenant_account
 from cambist.ledger.journal import Entry, Journal
-from cambist.ledger.tenant_books import TenantBooks, credit_books
+from cambist.ledger.tenant_books import TenantBooks, _Gap, _runs, credit_books
 from cambist.store.db import open_engine
 from cambist.store.schema import journal_entries, journal_lines
 from tests.ledger.conftest import FreshDatabase
@@ -261,3 +261,29 @@ def test_random_interleavings_with_gaps_given_up(
 def test_settings_are_checked(engine: AsyncEngine) -> None:
     with pytest.raises(ValueError, match="reconcile_every"):
         TenantBooks(engine, reconcile_every=0)
+
+
+def _advance_by_ids(top: int, gaps: list[tuple[int, int]], ids: list[int]
+                    ) -> tuple[int, list[tuple[int, int]]]:
+    """The reference: ``top`` and the gaps after reading ``ids`` one by one."""
+    seen = set(ids)
+    left = [i for lo, hi in gaps for i in range(lo, hi + 1) if i not in seen]
+    new_top = max([top, *ids])
+    left += [i for i in range(top + 1, new_top + 1) if i not in seen]
+    return new_top, _runs(sorted(left))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 30), st.lists(st.tuples(st.integers(1, 30), st.integers(0, 4)), max_size=4),
+       st.sets(st.integers(1, 60), max_size=25))
+def test_reading_runs_of_ids_moves_top_and_gaps_as_reading_each_id(
+        top: int, raw_gaps: list[tuple[int, int]], ids: set[int]) -> None:
+    gaps = _runs(sorted({i for lo, n in raw_gaps for i in range(lo, lo + n + 1) if i <= top}))
+    books = TenantBooks.__new__(TenantBooks)
+    books._top, books.grace_s, books.max_gaps, books.dropped_gaps = top, 1e9, 10_000, 0
+    books._gaps = [_Gap(lo, hi, 0.0) for lo, hi in gaps]
+    read = sorted(i for i in ids if i > top or any(lo <= i <= hi for lo, hi in gaps))
+    books._advance(_runs(read), 1.0)
+    # Gaps of different ages may touch: compare the ids they watch.
+    watched = _runs(sorted(i for lo, hi in books.gaps() for i in range(lo, hi + 1)))
+    assert (books.top, watched) == _advance_by_ids(top, gaps, read)
