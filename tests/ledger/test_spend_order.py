@@ -188,6 +188,7 @@ def test_periods_remembered_agree_with_periods_worked_out_afresh(
                   day + 86_400, month, month - 1e-3):
             assert kept.day(x) == Periods(hour).day(x)
             assert kept.month(x) == Periods(hour).month(x)
+        assert kept.month_after(month) == Periods(hour).month(month + 32 * 86_400)
 
 
 async def test_allowance_resets_at_the_configured_hour(

@@ -171,10 +171,10 @@ def _one_malloc_arena() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, 1)
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
-        pass  # another C library: its own allocator policy stands
+        return  # another C library: its own allocator policy stands
+    mallopt(_M_ARENA_MAX, 1)
 
 
 _M_ARENA_MAX = -8  # glibc's malloc.h

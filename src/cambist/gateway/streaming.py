@@ -178,8 +178,12 @@ class StreamRelay:
                 before = joined[:joined.rfind(b"\n\n", 0, cut)]
                 head = self._take_plain(batch[:count], before, scanned=True) or b""
             rest = batch[count:] if head else batch
-        out = [head]
-        for event in rest:
+        return head + self._take_each(rest)
+
+    def _take_each(self, events: list[bytes]) -> bytes:
+        """What to forward of ``events`` taken one by one (up to ``[DONE]``)."""
+        out = []
+        for event in events:
             data = self._take(event)
             if data is not None:
                 out.append(data)

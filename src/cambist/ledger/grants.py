@@ -82,6 +82,13 @@ class Periods:
         self._last_month = (begin.timestamp(), after.timestamp())
         return self._last_month[0]
 
+    def month_after(self, start: float) -> float:
+        """Start of the month after the one starting at ``start`` (the month
+        remembered by :meth:`month` is left as it is)."""
+        begin = datetime.fromtimestamp(start, UTC)
+        return (begin + timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0,
+                                                    microsecond=0).timestamp()
+
     def previous_day(self, t: float) -> float:
         """Start of the allowance day before the one holding ``t``."""
         return self.day(t) - _DAY

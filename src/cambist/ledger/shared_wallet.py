@@ -167,7 +167,7 @@ class SharedWallet(TenantWallet):
     def _gttl(self, side: str, start: float, now: float) -> int:
         """Seconds a period's keys live: a day past the period's end."""
         p = self._grants.periods
-        end = start + 86_400 if side == "a" else p.month(start + 32 * 86_400)
+        end = start + 86_400 if side == "a" else p.month_after(start)
         return max(1, math.ceil(end + 86_400 - now))
 
     # -- the books -------------------------------------------------------------
