@@ -139,6 +139,22 @@ async def test_body_over_the_limit_is_413(gw_local: Harness) -> None:
     assert_error(r, 413, "payload_too_large", None)
 
 
+async def test_a_body_sent_in_pieces_is_read_whole(gw_local: Harness) -> None:
+    gw = gw_local
+    await gw.dead_upstream("a")
+
+    async def pieces():  # no content-length, several reads, under the limit
+        yield b'{"model": "' + MODEL.encode() + b'", "messages": [{"role": "user", '
+        for _ in range(3):
+            yield b" " * 100
+        yield b'"content": "hi"}]}'
+
+    r = await gw.client.post("/v1/chat/completions", content=pieces(),
+                             headers={"content-type": "application/json"})
+    assert r.status_code >= 500  # parsed, then refused for want of an upstream (not 400/413)
+    assert r.json()["error"]["code"] not in ("invalid_json", "payload_too_large")
+
+
 async def test_known_model_without_healthy_endpoint_is_503(gw_local: Harness) -> None:
     gw = gw_local
     gw.prices.set("qwen2.5-7b", "0.05", "0.10")  # priced, no endpoint at all

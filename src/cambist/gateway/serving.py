@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from cambist.domain.billing import Principal
@@ -70,6 +70,24 @@ def tier_counts(routes: Iterable[EndpointRoute]) -> dict[str, int]:
     return {tier: n for tier, n in counts.items() if n}
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {limit} bytes")
+
+
+class _BodyTimer:
+    """Cancels the task reading a request body when the body is late."""
+
+    __slots__ = ("expired", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+
 class GatewayService:
     """Serves the OpenAI-compatible endpoints over injected dependencies."""
 
@@ -93,25 +111,46 @@ class GatewayService:
         return principal
 
     async def read_body(self, request: Request) -> bytes:
-        """The request body, refusing more than ``max_body_bytes`` without reading it all."""
-        limit = self._deps.settings.max_body_bytes
+        """The request body, refusing more than ``max_body_bytes`` without
+        reading it all, and one that does not arrive within ``body_timeout_s``.
+
+        The ASGI messages are read straight from the server under a plain
+        timer: Starlette's body stream (an async generator the loop tracks)
+        and ``asyncio.timeout`` cost several times the read itself at
+        concurrency 1 (bench/gateway)."""
+        settings = self._deps.settings
+        limit = settings.max_body_bytes
         declared = request.headers.get("content-length", "")
-        too_large = PayloadTooLarge(f"the request body is larger than {limit} bytes")
         if declared.isdigit() and int(declared) > limit:
-            raise too_large
+            raise _too_large(limit)
+        task = asyncio.current_task()
+        assert task is not None
+        timer = _BodyTimer(task)
+        handle = asyncio.get_running_loop().call_later(settings.body_timeout_s, timer.expire)
+        receive = request.receive
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(self._deps.settings.body_timeout_s):
-                async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
+                if chunk:
                     size += len(chunk)
                     if size > limit:
-                        raise too_large
+                        raise _too_large(limit)
                     chunks.append(chunk)
-        except TimeoutError:
-            raise BodyTimeout(f"the request body did not arrive within "
-                              f"{self._deps.settings.body_timeout_s:g} s") from None
-        return b"".join(chunks)
+                if not message.get("more_body", False):
+                    break
+        except asyncio.CancelledError:
+            if timer.expired and task.uncancel() == 0:  # our timer, nobody else's cancel
+                raise BodyTimeout(f"the request body did not arrive within "
+                                  f"{settings.body_timeout_s:g} s") from None
+            raise
+        finally:
+            handle.cancel()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def infer(self, request: Request, kind: Kind) -> Response:
         """Serve one chat, completions or embeddings request (counted in flight
