@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -121,6 +122,19 @@ def settings() -> GatewaySettings:
     return GatewaySettings(max_body_bytes=2048)
 
 
+async def _post_in_pieces(gw: Harness, *message: bytes) -> Any:
+    """POST a chat request whose one message is ``message``, sent as separate
+    pieces without a content-length."""
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b'{"model": "' + MODEL.encode() + b'", "messages": ['
+        for piece in message:
+            yield piece
+        yield b"]}"
+
+    return await gw.client.post("/v1/chat/completions", content=pieces(),
+                                headers={"content-type": "application/json"})
+
+
 async def test_body_over_the_limit_is_413(gw_local: Harness) -> None:
     gw = gw_local
     await gw.dead_upstream("a")
@@ -128,14 +142,8 @@ async def test_body_over_the_limit_is_413(gw_local: Harness) -> None:
     r = await gw.client.post("/v1/chat/completions", json=big)
     assert_error(r, 413, "payload_too_large", None)
 
-    async def chunked():  # no content-length: the limit holds while streaming the body
-        yield b'{"model": "' + MODEL.encode() + b'", "messages": [{"role": "user", "content": "'
-        for _ in range(10):
-            yield b"y" * 512
-        yield b'"}]}'
-
-    r = await gw.client.post("/v1/chat/completions", content=chunked(),
-                             headers={"content-type": "application/json"})
+    # No content-length: the limit holds while streaming the body.
+    r = await _post_in_pieces(gw, b'{"role": "user", "content": "', *[b"y" * 512] * 10, b'"}')
     assert_error(r, 413, "payload_too_large", None)
 
 
@@ -143,14 +151,7 @@ async def test_a_body_sent_in_pieces_is_read_whole(gw_local: Harness) -> None:
     gw = gw_local
     await gw.dead_upstream("a")
 
-    async def pieces():  # no content-length, several reads, under the limit
-        yield b'{"model": "' + MODEL.encode() + b'", "messages": [{"role": "user", '
-        for _ in range(3):
-            yield b" " * 100
-        yield b'"content": "hi"}]}'
-
-    r = await gw.client.post("/v1/chat/completions", content=pieces(),
-                             headers={"content-type": "application/json"})
+    r = await _post_in_pieces(gw, b'{"role": "user", ', *[b" " * 100] * 3, b'"content": "hi"}')
     assert r.status_code >= 500  # parsed, then refused for want of an upstream (not 400/413)
     assert r.json()["error"]["code"] not in ("invalid_json", "payload_too_large")
 
