@@ -37,6 +37,7 @@ import cambist.app.run as run
 from cambist.app.exchange import Exchange
 from cambist.cli.main import main
 from cambist.domain.billing import Reservation
+from cambist.domain.money import to_micros
 from cambist.domain.usage import UsageRecord
 from cambist.gateway.limits import Admission, RateLimiter
 from cambist.ledger.plans import Plan
@@ -73,9 +74,13 @@ class NullWallet:
     """Holds nothing, charges nothing, appends nothing to the outbox."""
 
     def reserve(self, tenant_id: str, amount: Decimal, request_id: str) -> Reservation:
-        return Reservation(request_id, tenant_id, amount)
+        return Reservation(request_id, tenant_id, to_micros(amount))
 
-    def settle(self, reservation: Reservation, record: UsageRecord) -> None:
+    def reserve_micros(self, tenant_id: str, micros: int, request_id: str) -> Reservation:
+        return Reservation(request_id, tenant_id, micros)
+
+    def settle(self, reservation: Reservation, record: UsageRecord,
+               micros: int | None = None) -> None:
         pass
 
     def release(self, reservation: Reservation) -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from cambist.domain.money import quantize_usd
+from cambist.domain.money import quantize_usd, to_micros
 from cambist.domain.tokens import count_chat_tokens, count_text_tokens
 
 from .conftest import MODEL, TENANT, Harness, chat_body
@@ -188,7 +188,9 @@ async def test_reservation_covers_max_tokens_and_charge_never_exceeds_it(gw: Har
     prompt = count_chat_tokens(body["messages"])
     cap = gw.price.charge(prompt, 2)
     [rec] = gw.wallet.records
-    assert rec.price == cap and Decimal(r.headers["x-cambist-cost"]) == quantize_usd(cap)
+    # The hold is the cap in whole micro-dollars; the charge books no more.
+    assert rec.price <= max(cap, quantize_usd(cap)) and to_micros(rec.price) == to_micros(cap)
+    assert Decimal(r.headers["x-cambist-cost"]) == quantize_usd(cap)
 
 
 async def test_logs_hold_no_prompt_or_completion_text(

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,8 +40,39 @@ async def _counts(engine: AsyncEngine) -> tuple[int, int]:
 def test_record_round_trip(make_record: Make) -> None:
     r = make_record("req_1", price="0.0012345")
     line = encode_record(r)
-    assert line.endswith(b"\n") and b'"price":"0.0012345"' in line
+    assert line.endswith(b"\n") and b'"0.0012345"' in line
     assert decode_record(line) == r
+
+
+def _every_field_set() -> UsageRecord:
+    """A record whose every field holds a value of its own (none defaulted)."""
+    return UsageRecord(
+        request_id="req_9", tenant_id="ten_t", key_id="key_k", model="m-\"q\"\n",
+        endpoint_id="ep_e", supplier="sup", prompt_tokens=11, completion_tokens=22,
+        reasoning_tokens=3, price=D("0.000123456789"), compute_cost=D("0.0000042"),
+        price_version=7, status="partial", created_at=1234.5, latency_ms=6.25, ttft_ms=1.5,
+        stream=True, privacy_tier="zdr", allowance_micros=44, pool_micros=55)
+
+
+def test_a_line_holds_every_field_in_order() -> None:
+    r = _every_field_set()
+    values = orjson.loads(encode_record(r))
+    assert len(values) == len(dataclasses.fields(UsageRecord))  # a new field must be encoded
+    for f, value in zip(dataclasses.fields(UsageRecord), values, strict=True):
+        got = getattr(r, f.name)
+        assert value == (str(got) if isinstance(got, Decimal) else got), f.name
+    assert decode_record(encode_record(r)) == r
+
+
+def test_lines_of_older_and_newer_versions_decode() -> None:
+    r = _every_field_set()
+    as_object = {f.name: getattr(r, f.name) for f in dataclasses.fields(UsageRecord)}
+    as_object |= {"price": str(r.price), "compute_cost": str(r.compute_cost), "gone": 1}
+    assert decode_record(orjson.dumps(as_object)) == r  # before lines were arrays
+    newer = [*orjson.loads(encode_record(r)), "a field added later"]
+    assert decode_record(orjson.dumps(newer)) == r
+    older = orjson.loads(encode_record(replace(r, pool_micros=0)))[:-1]  # before pool_micros
+    assert decode_record(orjson.dumps(older)) == replace(r, pool_micros=0)
 
 
 async def test_append_then_flush(

@@ -32,7 +32,7 @@ OLD_LINE = (
 def test_tier_round_trips_through_a_line(make_record: Make) -> None:
     rec = replace(make_record("req_zr"), privacy_tier="zero_retention")
     line = encode_record(rec)
-    assert orjson.loads(line)["privacy_tier"] == "zero_retention"
+    assert "zero_retention" in orjson.loads(line)
     assert decode_record(line) == rec
 
 

@@ -89,7 +89,7 @@ class TokenBucket:
     def reset_text(self) -> str:
         """The reset header's value (:func:`reset_header` of :attr:`reset_s`;
         the last one is kept, since at high rates it rarely changes)."""
-        ms = math.ceil(max(self.reset_s, 0.0) * 1000 - 1e-6)
+        ms = math.ceil(max((self.capacity - self.level) / self.rate, 0.0) * 1000 - 1e-6)
         if ms != self._reset_ms:
             self._reset_ms = ms
             self._reset_text = format_duration(max(ms, 0) * 1_000_000)
@@ -109,6 +109,27 @@ class TokenBucket:
         """Take (negative) or give back (positive) units, never above capacity;
         a correction upwards may leave a debt (a negative level)."""
         self.level = min(self.capacity, self.level + delta)
+
+    def take_pair(self, other: TokenBucket, cost: float, now: float) -> float:
+        """Refill this bucket and ``other`` (of the same class) to ``now`` and take
+        ``cost`` from both; or, if it does not fit both, take nothing and
+        return a wait above 0 (0.0: taken). One call where the request path
+        would make six."""
+        self.refill(now)
+        other.refill(now)
+        wait = max(self.wait_s(cost), other.wait_s(cost))
+        if wait > 0:
+            return wait
+        self.adjust(-cost)
+        other.adjust(-cost)
+        return 0.0
+
+    def give_pair(self, other: TokenBucket, delta: float, now: float) -> None:
+        """Refill both buckets to ``now`` and give ``delta`` back to both
+        (negative: take more, which may leave a debt)."""
+        for bucket in (self, other):
+            bucket.refill(now)
+            bucket.adjust(delta)
 
     @property
     def remaining(self) -> int:
@@ -134,13 +155,7 @@ def _tighter(a: TokenBucket, b: TokenBucket) -> TokenBucket:
 
 _NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}",
                  f"x-ratelimit-reset-{kind}") for kind in ("requests", "tokens")}
-
-
-def _headers(kind: str, bucket: TokenBucket, out: dict[str, str]) -> None:
-    limit, remaining, reset = _NAMES[kind]
-    out[limit] = bucket.limit_text
-    out[remaining] = str(bucket.remaining)
-    out[reset] = bucket.reset_text()
+_REQUESTS, _TOKENS = _NAMES["requests"], _NAMES["tokens"]
 
 
 @dataclass(slots=True)
@@ -161,9 +176,16 @@ class Admission:
     def headers(self) -> dict[str, str]:
         """The six ``x-ratelimit-*`` headers as the buckets stand now (worked
         out once per response, not after every take), then :attr:`extra`."""
-        out: dict[str, str] = {}
-        _headers("requests", _tighter(self.key.requests, self.tenant.requests), out)
-        _headers("tokens", _tighter(self.key.tokens, self.tenant.tokens), out)
+        requests = _tighter(self.key.requests, self.tenant.requests)
+        tokens = _tighter(self.key.tokens, self.tenant.tokens)
+        out = {
+            _REQUESTS[0]: requests.limit_text,
+            _REQUESTS[1]: str(max(0, math.floor(requests.level + 1e-9))),
+            _REQUESTS[2]: requests.reset_text(),
+            _TOKENS[0]: tokens.limit_text,
+            _TOKENS[1]: str(max(0, math.floor(tokens.level + 1e-9))),
+            _TOKENS[2]: tokens.reset_text(),
+        }
         if self.extra:
             out.update(self.extra)
         return out
@@ -171,6 +193,15 @@ class Admission:
     def reserve_tokens(self, estimate: int) -> None:
         """Take ``estimate`` tokens from the key and tenant buckets, or raise
         :class:`RateLimited` (``type="tokens"``) taking nothing."""
+        plan = self.plan
+        if (estimate > plan.tokens_per_minute or estimate > plan.tenant_tokens_per_minute
+                or self.key.tokens.take_pair(self.tenant.tokens, estimate, self.clock.now())):
+            self._refuse_tokens(estimate)
+        self.tokens = estimate
+
+    def _refuse_tokens(self, estimate: int) -> None:
+        """Raise the refusal of the first bucket (key, then tenant) ``estimate``
+        does not fit (refilling them first)."""
         now = self.clock.now()
         pairs = (("key", self.key.tokens, self.plan.tokens_per_minute),
                  ("tenant", self.tenant.tokens, self.plan.tenant_tokens_per_minute))
@@ -184,9 +215,6 @@ class Admission:
             wait = bucket.wait_s(estimate)
             if wait > 0:
                 raise _limited("tokens", scope, self, limit, bucket, estimate, wait)
-        self.key.tokens.adjust(-estimate)
-        self.tenant.tokens.adjust(-estimate)
-        self.tokens = estimate
 
     def settle(self, used: int) -> None:
         """Correct the token take to ``used`` (0 refunds it all); idempotent."""
@@ -195,10 +223,7 @@ class Admission:
         self.settled = True
         delta = self.tokens - used
         if delta:
-            now = self.clock.now()
-            for bucket in (self.key.tokens, self.tenant.tokens):
-                bucket.refill(now)
-                bucket.adjust(delta)
+            self.key.tokens.give_pair(self.tenant.tokens, delta, self.clock.now())
 
 
 def _limited(kind: str, scope: str, admission: Admission, limit: int, bucket: TokenBucket,
@@ -242,15 +267,12 @@ class RateLimiter:
                 self.new_bucket(f"t:{tenant_id}:req", plan.tenant_requests_per_minute, now),
                 self.new_bucket(f"t:{tenant_id}:tok", plan.tenant_tokens_per_minute, now))
         # The token buckets are refilled when tokens are reserved.
-        key.requests.refill(now)
-        tenant.requests.refill(now)
         admission = Admission(self._clock, plan, key_id, key, tenant)
-        pairs = (("key", key.requests, plan.requests_per_minute),
-                 ("tenant", tenant.requests, plan.tenant_requests_per_minute))
-        for scope, bucket, limit in pairs:
-            wait = bucket.wait_s(1)
-            if wait > 0:
-                raise _limited("requests", scope, admission, limit, bucket, 1, wait)
-        key.requests.adjust(-1)
-        tenant.requests.adjust(-1)
+        if key.requests.take_pair(tenant.requests, 1, now):  # took nothing: say why
+            pairs = (("key", key.requests, plan.requests_per_minute),
+                     ("tenant", tenant.requests, plan.tenant_requests_per_minute))
+            for scope, bucket, limit in pairs:
+                wait = bucket.wait_s(1)
+                if wait > 0:
+                    raise _limited("requests", scope, admission, limit, bucket, 1, wait)
         return admission

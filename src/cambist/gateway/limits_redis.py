@@ -80,7 +80,7 @@ class SharedBucket(TokenBucket):
     locally, minus the takes not yet confirmed (``pending`` not yet sent,
     ``inflight`` sent and awaiting the reply)."""
 
-    __slots__ = ("_owner", "inflight", "name", "pending", "slack")
+    __slots__ = ("_owner", "inflight", "name", "pending", "queued", "slack")
 
     def __init__(self, name: str, capacity: int, now: float, slack: int,
                  owner: SharedRateLimiter) -> None:
@@ -89,6 +89,7 @@ class SharedBucket(TokenBucket):
         self.slack = slack
         self.pending = 0.0
         self.inflight = 0.0
+        self.queued = False  # in the owner's queue for the next push
         self._owner = owner
 
     @property
@@ -99,17 +100,49 @@ class SharedBucket(TokenBucket):
     def wait_s(self, cost: float) -> float:
         """As :meth:`TokenBucket.wait_s`, and a short wait while the takes Redis
         has not confirmed would exceed the slack (the bound of the module)."""
-        wait = super().wait_s(cost)
-        ahead = self.unconfirmed
-        if wait == 0.0 and ahead > 0 and ahead + cost > self.slack:
+        level = self.level
+        if level < cost:
+            return (cost - level) / self.rate
+        ahead = -(self.pending + self.inflight)
+        if ahead > 0 and ahead + cost > self.slack:
             return CONFIRM_WAIT_S
-        return wait
+        return 0.0
 
     def adjust(self, delta: float) -> None:
-        """Take or give back locally, and queue the change for Redis."""
-        self.level = min(self.capacity, self.level + delta)
-        self.pending += delta
-        self._owner.mark(self)
+        """Take or give back locally, and queue the change for Redis (once per
+        push; again at once when the unconfirmed takes reach half the slack)."""
+        level = self.level + delta
+        self.level = level if level < self.capacity else self.capacity
+        pending = self.pending = self.pending + delta
+        if not self.queued or -2 * (pending + self.inflight) >= self.slack:
+            self._owner.mark(self)
+
+    def take_pair(self, other: TokenBucket, cost: float, now: float) -> float:
+        """:meth:`TokenBucket.take_pair` with :meth:`wait_s` and :meth:`adjust`
+        of both buckets written out (it runs twice per request)."""
+        assert isinstance(other, SharedBucket)
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+        if now > other.stamp:
+            other.level = min(other.capacity, other.level + (now - other.stamp) * other.rate)
+            other.stamp = now
+        if self.level < cost or other.level < cost:
+            return max(self.wait_s(cost), other.wait_s(cost))
+        ahead = -(self.pending + self.inflight)
+        ahead_other = -(other.pending + other.inflight)
+        if ((ahead > 0 and ahead + cost > self.slack)
+                or (ahead_other > 0 and ahead_other + cost > other.slack)):
+            return CONFIRM_WAIT_S
+        self.level -= cost
+        pending = self.pending = self.pending - cost
+        if not self.queued or -2 * (pending + self.inflight) >= self.slack:
+            self._owner.mark(self)
+        other.level -= cost
+        pending = other.pending = other.pending - cost
+        if not other.queued or -2 * (pending + other.inflight) >= other.slack:
+            other._owner.mark(other)
+        return 0.0
 
     def confirm(self, level: float, pushed_at: float) -> None:
         """Redis's level after the push made at ``pushed_at``."""
@@ -145,8 +178,12 @@ class SharedRateLimiter(RateLimiter):
     def mark(self, bucket: SharedBucket) -> None:
         """Queue ``bucket`` for the next paced push: at once when its takes not
         yet confirmed reach half its slack (waiting would soon refuse requests)."""
-        self._dirty[bucket.name] = bucket
+        self._queue(bucket)
         self._pacer.kick(-2 * (bucket.pending + bucket.inflight) >= bucket.slack)
+
+    def _queue(self, bucket: SharedBucket) -> None:
+        self._dirty[bucket.name] = bucket
+        bucket.queued = True
 
     async def push(self) -> None:
         """Send every change queued so far to Redis in one round trip (those
@@ -170,6 +207,7 @@ class SharedRateLimiter(RateLimiter):
         now = self._clock.now()
         deltas = []
         for b in batch:
+            b.queued = False
             deltas.append(b.pending)
             b.inflight += b.pending
             b.pending = 0.0
@@ -183,7 +221,7 @@ class SharedRateLimiter(RateLimiter):
             for b, d in zip(batch, deltas, strict=True):
                 b.inflight -= d
                 b.pending += d
-                self._dirty[b.name] = b
+                self._queue(b)
             log.warning("rate limits: Redis did not take the counters (%s); "
                         "retrying from the sync loop", exc)
             return False
@@ -198,8 +236,8 @@ class SharedRateLimiter(RateLimiter):
             if b.stamp < now - _IDLE_S and b.pending == 0 and b.inflight == 0:
                 del self._buckets[name]
                 self._forget(name)
-            else:
-                self._dirty.setdefault(name, b)
+            elif not b.queued:
+                self._queue(b)
         await self.push()
 
     def _forget(self, name: str) -> None:

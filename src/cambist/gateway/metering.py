@@ -106,7 +106,9 @@ def usage_of_body(body: Mapping[str, Any], prompt_estimate: int) -> Usage:
 
 @dataclass(slots=True)
 class Meter:
-    """Settles one request exactly once: charge ``min(price of usage, reserved)``."""
+    """Settles one request exactly once: charges the price of its usage, or the
+    amount reserved if that books less (the ledger books whole micro-dollars,
+    rounded once: never more than were held)."""
 
     wallet: Wallet
     reservation: Reservation
@@ -140,12 +142,12 @@ class Meter:
         if route.endpoint.owner is not None and route.endpoint.owner == self.reservation.tenant_id:
             # Dedicated capacity: the tenant already pays for the lease (plus the
             # platform fee), so its own endpoints meter tokens without a charge.
-            charge = Decimal(0)
+            charge, micros = Decimal(0), 0
         else:
-            charge = min(
-                self.price.charge(usage.prompt_tokens, usage.completion_tokens),
-                self.reservation.amount,
-            )
+            charge = self.price.charge(usage.prompt_tokens, usage.completion_tokens)
+            micros = self.price.charge_micros(usage.prompt_tokens, usage.completion_tokens)
+            if micros > self.reservation.micros:  # past the hold (rare): charge the hold
+                charge, micros = self.reservation.amount, self.reservation.micros
         record = UsageRecord(
             request_id=self.request_id,
             tenant_id=self.reservation.tenant_id,
@@ -170,7 +172,7 @@ class Meter:
         self.done = True
         self.charged = charge
         try:
-            self.wallet.settle(self.reservation, record)
+            self.wallet.settle(self.reservation, record, micros)
             if self.on_charge is not None:
                 self.on_charge(record)
         finally:

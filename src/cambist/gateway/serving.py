@@ -46,6 +46,7 @@ from cambist.gateway.protocol import Kind, ParsedRequest, parse_request
 from cambist.gateway.routing import EndpointRoute
 from cambist.gateway.streaming import RelayResponse, StreamRelay
 from cambist.gateway.upstream import Attempts, UpstreamResult, close_quietly, forward
+from cambist.ledger.budgets import KeyBudgets
 
 __all__ = ["BUDGET_HEADER", "GatewayService", "format_decimal", "tier_counts"]
 
@@ -178,7 +179,11 @@ class GatewayService:
             )
         admission = self.limiter.admit(principal.key_id, principal.tenant_id)
         request.state.admission = admission  # its headers on every response from here
-        self._budget_header(principal.key_id, admission.extra)
+        budgets = deps.budgets
+        if budgets is not None and not budgets.covers(principal.key_id):
+            budgets = None  # a key without a budget skips the budget's bookkeeping
+        if budgets is not None:
+            self._budget_header(budgets, principal.key_id, admission.extra)
         cap, owner = deps.settings.max_tokens_cap, "this gateway"
         account = admission.plan  # the tenant's plan may cap max_tokens lower
         if account.max_tokens is not None and account.max_tokens < cap:
@@ -192,7 +197,7 @@ class GatewayService:
         admission.reserve_tokens(parsed.prompt_tokens + completion)
         try:
             plans, meter = self._reserve(parsed, principal, completion, request_id,
-                                         (created_at, started))
+                                         (created_at, started), budgets)
         except BaseException:
             admission.settle(0)
             raise
@@ -215,11 +220,12 @@ class GatewayService:
 
     def _reserve(
         self, parsed: ParsedRequest, principal: Principal, completion: int, request_id: str,
-        times: tuple[float, float],
+        times: tuple[float, float], budgets: KeyBudgets | None,
     ) -> tuple[list[Plan], Meter]:
         """Plan the models that may serve the request and hold credit for the
         worst case at the dearest of them. ``times``: (clock time, monotonic
-        time) of the request's arrival."""
+        time) of the request's arrival; ``budgets``: the key's budget book, if
+        the key has a budget."""
         deps = self._deps
         tenant = principal.tenant_id
         assert tenant is not None
@@ -227,22 +233,22 @@ class GatewayService:
         if not plans:
             assert primary_error is not None
             raise primary_error
-        hold = max(p.price.charge(parsed.prompt_tokens, completion) for p in plans)
-        if deps.budgets is not None:  # before credit is held: refused, nothing to release
-            deps.budgets.check(principal.key_id, hold)
-        reservation = deps.wallet.reserve(tenant, hold, request_id)
+        hold = max(p.price.charge_micros(parsed.prompt_tokens, completion) for p in plans)
+        if budgets is not None:  # before credit is held: refused, nothing to release
+            budgets.check_micros(principal.key_id, hold)
+        reservation = deps.wallet.reserve_micros(tenant, hold, request_id)
         meter = Meter(
             deps.wallet, reservation, plans[0].price, principal, request_id, plans[0].target.model,
             times[0], times[1], parsed.stream, parsed.privacy,
         )
-        if deps.budgets is not None:
-            meter.on_charge = deps.budgets.record
+        if budgets is not None:
+            meter.on_charge = budgets.record
         return plans, meter
 
-    def _budget_header(self, key_id: str, headers: dict[str, str]) -> None:
+    @staticmethod
+    def _budget_header(budgets: KeyBudgets, key_id: str, headers: dict[str, str]) -> None:
         """Set ``x-cambist-key-budget-remaining`` (dollars) for a key with a budget."""
-        budgets = self._deps.budgets
-        left = budgets.remaining(key_id) if budgets is not None else None
+        left = budgets.remaining(key_id)
         if left is not None:
             headers[BUDGET_HEADER] = format_decimal(left)
 
@@ -294,7 +300,9 @@ class GatewayService:
             return RelayResponse(StreamRelay(self._deps, parsed, result, meter), headers)
         usage = usage_of_body(result.parsed or {}, parsed.prompt_tokens)
         charged = meter.settle(result.route, usage, "ok", result.ttfb_ms)
-        self._budget_header(meter.principal.key_id, headers)  # after this request's charge
+        budgets = self._deps.budgets
+        if meter.on_charge is not None and budgets is not None:  # what is left after this charge
+            self._budget_header(budgets, meter.principal.key_id, headers)
         self._deps.metrics.served(meter.model, result.route.id, meter.elapsed_ms(), result.ttfb_ms)
         # What the ledger books: the charge rounded once to whole micro-dollars.
         headers["x-cambist-cost"] = format_decimal(quantize_usd(charged))

@@ -132,6 +132,12 @@ class KeyBudgets:
         """The key's budget, or ``None``."""
         return self._budgets.get(key_id)
 
+    def covers(self, key_id: str) -> bool:
+        """Whether the key, or the budgeted key it replaced, has a budget (for
+        any other key :meth:`remaining`, :meth:`check` and :meth:`record` do
+        nothing, so a request may skip them)."""
+        return key_id in self._budgets or key_id in self._alias
+
     def _spent_micros(self, key_id: str, budget: KeyBudget, now: float) -> int:
         got = self._spent.get(key_id)
         return got[1] if got is not None and got[0] == period_bounds(now, budget.period)[0] \
@@ -154,18 +160,23 @@ class KeyBudgets:
     def check(self, key_id: str, hold: Decimal) -> None:
         """Raise ``KeyBudgetExceeded`` if the key has spent its budget this period
         or ``hold`` would take it past the limit."""
+        if key_id in self._budgets:
+            self.check_micros(key_id, to_micros(hold))
+
+    def check_micros(self, key_id: str, hold: int) -> None:
+        """:meth:`check` of a hold of ``hold`` whole micro-dollars."""
         budget = self._budgets.get(key_id)
         if budget is None:
             return
         now = self._clock.now()
         spent = self._spent_micros(key_id, budget, now)
-        if spent < budget.limit_micros and spent + to_micros(hold) <= budget.limit_micros:
+        if spent < budget.limit_micros and spent + hold <= budget.limit_micros:
             return
         resets = dt.datetime.fromtimestamp(period_bounds(now, budget.period)[1], dt.UTC)
         raise KeyBudgetExceeded(
             f"API key {key_id} has a budget of {_usd(budget.limit_micros)} per {budget.period} "
             f"(UTC) and has spent {_usd(spent)}; this request may cost up to "
-            f"{_usd(to_micros(hold))}. The budget resets at {resets:%Y-%m-%dT%H:%M:%SZ}; "
+            f"{_usd(hold)}. The budget resets at {resets:%Y-%m-%dT%H:%M:%SZ}; "
             f"raise it with `cambist keys budget {key_id} --limit <amount>`")
 
     def record(self, record: UsageRecord) -> None:

@@ -50,24 +50,41 @@ _CACHED_MAX = 200_000
 """Appended records kept decoded for the flusher (a few hundred bytes each)."""
 
 
-def _default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"cannot encode {type(value).__name__} in a usage record")
+_FIELD_ORDER = tuple(f.name for f in fields(UsageRecord))
+_DECIMAL_FIELDS = ("price", "compute_cost")
 
 
 def encode_record(record: UsageRecord) -> bytes:
-    """One JSON line (Decimals as strings, trailing newline)."""
-    return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    """One JSON line: the record's fields as an array, in the order of
+    :class:`UsageRecord`'s fields (Decimals as strings, trailing newline).
+
+    An array, not an object: orjson walks a dataclass's field objects for
+    every record, about 10 µs on a request's path where little is in the
+    processor's caches, against 3-4 µs for a tuple (and each Decimal went
+    through a Python ``default``). Fields are only ever added at the end,
+    with defaults, so older lines keep decoding."""
+    r = record
+    return orjson.dumps(
+        (r.request_id, r.tenant_id, r.key_id, r.model, r.endpoint_id, r.supplier,
+         r.prompt_tokens, r.completion_tokens, r.reasoning_tokens, str(r.price),
+         str(r.compute_cost), r.price_version, r.status, r.created_at, r.latency_ms,
+         r.ttft_ms, r.stream, r.privacy_tier, r.allowance_micros, r.pool_micros),
+        option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode_record(line: bytes) -> UsageRecord:
-    """Parse a line written by :func:`encode_record` (unknown fields ignored)."""
-    data: dict[str, Any] = orjson.loads(line)
-    # The common case (written by this version) needs no filtering: skip the copy.
-    kept = data if data.keys() <= _FIELDS else {k: v for k, v in data.items() if k in _FIELDS}
-    kept["price"] = Decimal(kept["price"])
-    kept["compute_cost"] = Decimal(kept["compute_cost"])
+    """Parse a line written by :func:`encode_record`, or by an older version
+    (an object with the fields by name; unknown fields ignored, missing ones
+    defaulted)."""
+    data: Any = orjson.loads(line)
+    if isinstance(data, list):
+        kept = dict(zip(_FIELD_ORDER, data, strict=False))  # a newer version's extras dropped
+    elif data.keys() <= _FIELDS:  # the common case of object lines: no copy
+        kept = data
+    else:
+        kept = {k: v for k, v in data.items() if k in _FIELDS}
+    for name in _DECIMAL_FIELDS:
+        kept[name] = Decimal(kept[name])
     return UsageRecord(**kept)
 
 

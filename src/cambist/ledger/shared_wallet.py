@@ -101,7 +101,7 @@ from cambist.ledger.pacing import PUSH_INTERVAL_S, PushPacer
 from cambist.ledger.plans import PlanBook
 from cambist.ledger.redis_scripts import ScriptCall, run_scripts
 from cambist.ledger.shared_scripts import GRANT, REPORT, SYNC
-from cambist.ledger.wallet import TenantWallet
+from cambist.ledger.wallet import TenantWallet, _amount_micros
 
 __all__ = ["CreditPending", "SharedWallet"]
 
@@ -274,41 +274,55 @@ class SharedWallet(TenantWallet):
         """Hold ``amount`` if the tenant's shared credit allows it (bound above);
         raises ``InsufficientCredit`` otherwise, or :class:`CreditPending` while
         this process is at its slack."""
-        if not isinstance(amount, Decimal | int) or not Decimal(amount).is_finite():
-            raise InvalidRequest(f"a reservation must be a Decimal amount, not {amount!r}")
-        micros = to_micros(Decimal(amount))
+        return self.reserve_micros(tenant_id, _amount_micros(amount), request_id)
+
+    def reserve_micros(self, tenant_id: str, micros: int, request_id: str) -> Reservation:
+        """:meth:`reserve` of ``micros`` whole micro-dollars."""
         if micros < 0:
-            raise InvalidRequest(f"a reservation must not be negative: {amount}")
-        available = self._available_micros(tenant_id)
+            raise InvalidRequest(f"a reservation must not be negative: {from_micros(micros)}")
+        # What _available_micros and _unconfirmed work out, with each lookup
+        # made once (this runs for every request).
+        t = tenant_id
+        cap_a, cap_p = self._grants.limits(t)
+        granted = sum(self._grant_left(t)) if cap_a or cap_p else 0
+        exposure = self._held.get(t, 0) + self._unreported.get(t, 0)
+        view = self._view.get(t)
+        if view is None:  # never synced: the journal's word, within the slack
+            left, included = self._credit.get(t, 0) - self._jusage.get(t, 0), 0
+        else:
+            left, included = view
+        ahead = exposure - included
+        available = granted + left - ahead
         if available <= 0 or available < micros:
             raise InsufficientCredit(
-                f"insufficient credit: tenant {tenant_id} has "
+                f"insufficient credit: tenant {t} has "
                 f"{format_usd(from_micros(max(available, 0)), 6)} available and this request "
                 f"needs {format_usd(from_micros(micros), 6)}; add credit with "
-                f"`cambist credits add {tenant_id} <amount>`")
-        ahead = self._unconfirmed(tenant_id)
+                f"`cambist credits add {t} <amount>`")
         if ahead > 0 and ahead + micros > self._slack:
             raise CreditPending(
-                f"credit of tenant {tenant_id} is being confirmed across gateways "
+                f"credit of tenant {t} is being confirmed across gateways "
                 f"({format_usd(from_micros(ahead), 6)} in flight here); retry in a moment")
         rid = f"rsv_{next(self._hold_seq)}"
-        self._holds[rid] = (tenant_id, micros)
-        self._held[tenant_id] = self._held.get(tenant_id, 0) + micros
-        self._changed(tenant_id, 2 * (max(ahead, 0) + micros) >= self._slack)
-        return Reservation(rid, tenant_id, from_micros(micros))
+        self._holds[rid] = (t, micros)
+        self._held[t] = self._held.get(t, 0) + micros
+        self._dirty.add(t)
+        self._pacer.kick(bool(cap_a or cap_p) or 2 * (max(ahead, 0) + micros) >= self._slack)
+        return Reservation(rid, t, micros)
 
-    def settle(self, reservation: Reservation, record: UsageRecord) -> None:
+    def settle(self, reservation: Reservation, record: UsageRecord,
+               micros: int | None = None) -> None:
         """Charge ``record.price`` (allowance, pool, prepaid: from this process's
         confirmed claims; the split is written on the record), drop the hold,
         append the record to the outbox; the prepaid part stays in this
         process's exposure, the grant parts in its claims, until the flusher
-        reports them."""
+        reports them. ``micros``: ``record.price`` rounded, when the caller has it."""
         if reservation.id not in self._holds:
             raise Conflict(f"reservation {reservation.id} was already settled or released")
         if record.tenant_id != reservation.tenant_id:
             raise ValueError(f"record {record.request_id} is for tenant {record.tenant_id}, "
                              f"the reservation for {reservation.tenant_id}")
-        charge = to_micros(record.price)
+        charge = to_micros(record.price) if micros is None else micros
         if charge < 0:
             raise ValueError(f"record {record.request_id} has a negative price")
         t = record.tenant_id

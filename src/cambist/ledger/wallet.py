@@ -46,6 +46,16 @@ from cambist.ledger.tenant_books import TenantBooks
 __all__ = ["TenantWallet", "WalletRefresh"]
 
 
+def _amount_micros(amount: Decimal) -> int:
+    """A reservation's amount in whole micro-dollars (``InvalidRequest`` for
+    anything but a finite Decimal or int)."""
+    if type(amount) is not Decimal or not amount.is_finite():
+        if not isinstance(amount, Decimal | int) or not Decimal(amount).is_finite():
+            raise InvalidRequest(f"a reservation must be a Decimal amount, not {amount!r}")
+        amount = Decimal(amount)
+    return to_micros(amount)
+
+
 class TenantWallet:
     """In-memory tenant balances backed by the journal and the usage outbox."""
 
@@ -134,11 +144,12 @@ class TenantWallet:
 
         Raises ``InsufficientCredit`` when the tenant has no credit or its
         available balance is smaller than ``amount``."""
-        if not isinstance(amount, Decimal | int) or not Decimal(amount).is_finite():
-            raise InvalidRequest(f"a reservation must be a Decimal amount, not {amount!r}")
-        micros = to_micros(Decimal(amount))
+        return self.reserve_micros(tenant_id, _amount_micros(amount), request_id)
+
+    def reserve_micros(self, tenant_id: str, micros: int, request_id: str) -> Reservation:
+        """:meth:`reserve` of ``micros`` whole micro-dollars."""
         if micros < 0:
-            raise InvalidRequest(f"a reservation must not be negative: {amount}")
+            raise InvalidRequest(f"a reservation must not be negative: {from_micros(micros)}")
         granted = self._granted_micros(tenant_id)
         balance = self._balances.get(tenant_id, 0)
         available = granted + balance - self._held.get(tenant_id, 0)
@@ -155,7 +166,7 @@ class TenantWallet:
         rid = f"rsv_{next(self._hold_seq)}"  # ids of in-memory holds: a counter will do
         self._holds[rid] = (tenant_id, micros)
         self._held[tenant_id] = self._held.get(tenant_id, 0) + micros
-        return Reservation(rid, tenant_id, from_micros(micros))
+        return Reservation(rid, tenant_id, micros)
 
     def _drop_hold(self, reservation_id: str) -> bool:
         hold = self._holds.pop(reservation_id, None)
@@ -169,12 +180,14 @@ class TenantWallet:
             self._held.pop(tenant, None)
         return True
 
-    def settle(self, reservation: Reservation, record: UsageRecord) -> None:
-        """Charge ``record.price`` (rounded once) in spend order (allowance,
-        pool, prepaid: the split is written on the record), drop the hold, and
-        append the record to the outbox. Raises ``Conflict`` if the reservation is no
-        longer held (settled or released) and ``ValueError`` for a record of
-        another tenant or with a negative price."""
+    def settle(self, reservation: Reservation, record: UsageRecord,
+               micros: int | None = None) -> None:
+        """Charge ``record.price`` (rounded once; ``micros`` when the caller
+        gives it) in spend order (allowance, pool, prepaid: the split is
+        written on the record), drop the hold, and append the record to the
+        outbox. Raises ``Conflict`` if the reservation is no longer held
+        (settled or released) and ``ValueError`` for a record of another tenant
+        or with a negative price."""
         if reservation.id not in self._holds:
             raise Conflict(f"reservation {reservation.id} was already settled or released")
         if record.tenant_id != reservation.tenant_id:
@@ -182,7 +195,7 @@ class TenantWallet:
                 f"record {record.request_id} is for tenant {record.tenant_id}, "
                 f"the reservation for {reservation.tenant_id}"
             )
-        charge = to_micros(record.price)
+        charge = to_micros(record.price) if micros is None else micros
         if charge < 0:
             raise ValueError(f"record {record.request_id} has a negative price")
         allowance, pool = self._grants.split(record.tenant_id, charge, record.created_at,
@@ -193,7 +206,7 @@ class TenantWallet:
         self._drop_hold(reservation.id)
         self._grants.count(record)
         self._balances[record.tenant_id] = (self._balances.get(record.tenant_id, 0)
-                                            - prepaid_micros(record))
+                                            - (charge - allowance - pool))
 
     def release(self, reservation: Reservation) -> None:
         """Drop a hold without charging (a no-op if it was already settled or released)."""

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from cambist.domain.billing import ModelPrice, Principal, Reservation, Scope
 from cambist.domain.errors import Conflict, InsufficientCredit, InvalidRequest
-from cambist.domain.money import ZERO
+from cambist.domain.money import ZERO, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
 
 __all__ = ["FakeAuthenticator", "FakePriceList", "FakeWallet"]
@@ -133,15 +133,22 @@ class FakeWallet:
                 f"insufficient credit: this request needs up to ${amount:f}, "
                 f"${max(available, ZERO):f} is available"
             )
-        reservation = Reservation(id=f"rsv_{request_id}", tenant_id=tenant_id, amount=amount)
+        reservation = Reservation(id=f"rsv_{request_id}", tenant_id=tenant_id,
+                                  micros=to_micros(amount))
         self.holds[reservation.id] = reservation
         self._by_request[request_id] = reservation
         return reservation
 
-    def settle(self, reservation: Reservation, record: UsageRecord) -> None:
-        """Charge ``record.price`` and drop the hold. Like the ledger's wallet, raises
-        ``Conflict`` if the hold was already settled or released (so nothing is
-        charged twice) and ``ValueError`` for another tenant's record or a negative price."""
+    def reserve_micros(self, tenant_id: str, micros: int, request_id: str) -> Reservation:
+        """:meth:`reserve` of ``micros`` whole micro-dollars."""
+        return self.reserve(tenant_id, from_micros(micros), request_id)
+
+    def settle(self, reservation: Reservation, record: UsageRecord,
+               micros: int | None = None) -> None:
+        """Charge ``record.price`` (exactly: ``micros`` is not used) and drop the
+        hold. Like the ledger's wallet, raises ``Conflict`` if the hold was
+        already settled or released (so nothing is charged twice) and
+        ``ValueError`` for another tenant's record or a negative price."""
         if reservation.id not in self.holds:
             raise Conflict(f"reservation {reservation.id} was already settled or released")
         if record.tenant_id != reservation.tenant_id:
