@@ -326,7 +326,9 @@ class SharedWallet(TenantWallet):
         if charge < 0:
             raise ValueError(f"record {record.request_id} has a negative price")
         t = record.tenant_id
-        allowance, pool = self._split(t, charge, record.created_at)
+        allowance = pool = 0
+        if t in self._claims:  # this process claimed grants for the tenant
+            allowance, pool = self._split(t, charge, record.created_at)
         if allowance or pool or record.allowance_micros or record.pool_micros:
             record = replace(record, allowance_micros=allowance, pool_micros=pool)
         self._outbox.append(record)  # durable first: if this fails the hold stays
