@@ -36,7 +36,7 @@ from cambist.domain.usage import UsageRecord
 from cambist.ledger.plans import PlanBook
 from cambist.store.schema import usage
 
-__all__ = ["GrantCounters", "Periods", "prepaid_micros"]
+__all__ = ["GrantCounters", "Periods", "prepaid_micros", "usage_parts"]
 
 _DAY = 86_400.0
 
@@ -44,6 +44,29 @@ _DAY = 86_400.0
 def prepaid_micros(record: UsageRecord) -> int:
     """What ``record`` charges the tenant's prepaid balance, in micro-dollars."""
     return to_micros(record.price) - record.allowance_micros - record.pool_micros
+
+
+def usage_parts(records: Iterable[UsageRecord], periods: Periods
+                ) -> tuple[dict[str, int], dict[tuple[str, str, float], int]]:
+    """What ``records`` (each request once, duplicates skipped) charged, in
+    micro-dollars: the prepaid parts per tenant (zero sums left out) and the
+    grant parts per ``(tenant, "a" | "p", period start)`` (allowance by day,
+    pool by month)."""
+    charges: dict[str, int] = {}
+    granted: dict[tuple[str, str, float], int] = {}
+    seen: set[str] = set()
+    for r in records:
+        if r.request_id in seen:
+            continue
+        seen.add(r.request_id)
+        charges[r.tenant_id] = charges.get(r.tenant_id, 0) + prepaid_micros(r)
+        if r.allowance_micros:
+            k = (r.tenant_id, "a", periods.day(r.created_at))
+            granted[k] = granted.get(k, 0) + r.allowance_micros
+        if r.pool_micros:
+            k = (r.tenant_id, "p", periods.month(r.created_at))
+            granted[k] = granted.get(k, 0) + r.pool_micros
+    return {t: c for t, c in charges.items() if c}, granted
 
 
 class Periods:

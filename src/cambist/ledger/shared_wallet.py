@@ -94,7 +94,7 @@ from cambist.domain.clock import Clock
 from cambist.domain.errors import CambistError, Conflict, InsufficientCredit, InvalidRequest
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
-from cambist.ledger.grants import prepaid_micros
+from cambist.ledger.grants import usage_parts
 from cambist.ledger.journal import Journal
 from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.pacing import PUSH_INTERVAL_S, PushPacer
@@ -280,8 +280,7 @@ class SharedWallet(TenantWallet):
         """:meth:`reserve` of ``micros`` whole micro-dollars."""
         if micros < 0:
             raise InvalidRequest(f"a reservation must not be negative: {from_micros(micros)}")
-        # What _available_micros and _unconfirmed work out, with each lookup
-        # made once (this runs for every request).
+        # _available_micros and _unconfirmed, each lookup made once (every request runs this)
         t = tenant_id
         cap_a, cap_p = self._grants.limits(t)
         granted = sum(self._grant_left(t)) if cap_a or cap_p else 0
@@ -453,21 +452,7 @@ class SharedWallet(TenantWallet):
                     return
                 frm = max(start, int(offset))
             records, _ = outbox.read(frm, end - frm)
-            charges: dict[str, int] = {}  # prepaid parts
-            granted: dict[tuple[str, str, float], int] = {}  # grant parts per period
-            seen: set[str] = set()
-            periods = self._grants.periods
-            for r in records:
-                if r.request_id not in seen:
-                    seen.add(r.request_id)
-                    charges[r.tenant_id] = charges.get(r.tenant_id, 0) + prepaid_micros(r)
-                    if r.allowance_micros:
-                        k = (r.tenant_id, "a", periods.day(r.created_at))
-                        granted[k] = granted.get(k, 0) + r.allowance_micros
-                    if r.pool_micros:
-                        k = (r.tenant_id, "p", periods.month(r.created_at))
-                        granted[k] = granted.get(k, 0) + r.pool_micros
-            charges = {t: c for t, c in charges.items() if c}
+            charges, granted = usage_parts(records, self._grants.periods)
             new = f"{outbox.generation}:{end}"
             now = self._clock.now()
             args: list[str | int] = [current, new]
