@@ -89,7 +89,7 @@ class TokenBucket:
     def reset_text(self) -> str:
         """The reset header's value (:func:`reset_header` of :attr:`reset_s`;
         the last one is kept, since at high rates it rarely changes)."""
-        ms = math.ceil(max((self.capacity - self.level) / self.rate, 0.0) * 1000 - 1e-6)
+        ms = math.ceil(self.reset_s * 1000 - 1e-6)
         if ms != self._reset_ms:
             self._reset_ms = ms
             self._reset_text = format_duration(max(ms, 0) * 1_000_000)

@@ -100,13 +100,11 @@ class SharedBucket(TokenBucket):
     def wait_s(self, cost: float) -> float:
         """As :meth:`TokenBucket.wait_s`, and a short wait while the takes Redis
         has not confirmed would exceed the slack (the bound of the module)."""
-        level = self.level
-        if level < cost:
-            return (cost - level) / self.rate
-        ahead = -(self.pending + self.inflight)
-        if ahead > 0 and ahead + cost > self.slack:
+        wait = super().wait_s(cost)
+        ahead = self.unconfirmed
+        if wait == 0.0 and ahead > 0 and ahead + cost > self.slack:
             return CONFIRM_WAIT_S
-        return 0.0
+        return wait
 
     def adjust(self, delta: float) -> None:
         """Take or give back locally, and queue the change for Redis (once per
@@ -118,8 +116,9 @@ class SharedBucket(TokenBucket):
             self._owner.mark(self)
 
     def take_pair(self, other: TokenBucket, cost: float, now: float) -> float:
-        """:meth:`TokenBucket.take_pair` with :meth:`wait_s` and :meth:`adjust`
-        of both buckets written out (it runs twice per request)."""
+        """:meth:`TokenBucket.take_pair` with the refill, :meth:`wait_s` and
+        :meth:`adjust` of both buckets written out (twice per request; its
+        refusals go through :meth:`wait_s`)."""
         assert isinstance(other, SharedBucket)
         if now > self.stamp:
             self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)

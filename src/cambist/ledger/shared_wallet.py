@@ -198,12 +198,18 @@ class SharedWallet(TenantWallet):
     def _exposure(self, tenant_id: str) -> int:
         return self._held.get(tenant_id, 0) + self._unreported.get(tenant_id, 0)
 
-    def _prepaid_micros(self, tenant_id: str) -> int:
+    def _standing(self, tenant_id: str) -> tuple[int, int]:
+        """(prepaid credit this process may count on, the part of its exposure
+        Redis has not confirmed yet)."""
         view = self._view.get(tenant_id)
         if view is None:  # never synced: the journal's word, within the slack
             view = (self._credit.get(tenant_id, 0) - self._jusage.get(tenant_id, 0), 0)
         left, included = view
-        return left - (self._exposure(tenant_id) - included)
+        ahead = self._exposure(tenant_id) - included
+        return left - ahead, ahead
+
+    def _prepaid_micros(self, tenant_id: str) -> int:
+        return self._standing(tenant_id)[0]
 
     def _available_micros(self, tenant_id: str) -> int:
         return self._granted_micros(tenant_id) + self._prepaid_micros(tenant_id)
@@ -253,10 +259,6 @@ class SharedWallet(TenantWallet):
                     max(0, claims[3] - self._gspent.get((tenant_id, "p", month), 0)))
         return a, p
 
-    def _unconfirmed(self, tenant_id: str) -> int:
-        view = self._view.get(tenant_id)
-        return self._exposure(tenant_id) - (view[1] if view else 0)
-
     def balance(self, tenant_id: str) -> Decimal:
         """Credit minus every charge reported anywhere and this process's
         unreported charges (holds not deducted)."""
@@ -280,18 +282,11 @@ class SharedWallet(TenantWallet):
         """:meth:`reserve` of ``micros`` whole micro-dollars."""
         if micros < 0:
             raise InvalidRequest(f"a reservation must not be negative: {from_micros(micros)}")
-        # _available_micros and _unconfirmed, each lookup made once (every request runs this)
         t = tenant_id
-        cap_a, cap_p = self._grants.limits(t)
+        cap_a, cap_p = self._grants.limits(t)  # looked up once: the push's urgency needs it too
         granted = sum(self._grant_left(t)) if cap_a or cap_p else 0
-        exposure = self._held.get(t, 0) + self._unreported.get(t, 0)
-        view = self._view.get(t)
-        if view is None:  # never synced: the journal's word, within the slack
-            left, included = self._credit.get(t, 0) - self._jusage.get(t, 0), 0
-        else:
-            left, included = view
-        ahead = exposure - included
-        available = granted + left - ahead
+        prepaid, ahead = self._standing(t)
+        available = granted + prepaid
         if available <= 0 or available < micros:
             raise InsufficientCredit(
                 f"insufficient credit: tenant {t} has "
