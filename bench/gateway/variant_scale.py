@@ -56,6 +56,9 @@ class FreeAdmission:
         self.extra: dict[str, str] = {}
         self.plan = plan
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
     def reserve_tokens(self, estimate: int) -> None:
         pass
 

@@ -275,3 +275,27 @@ async def test_reads_from_memory_agree_with_the_file(tmp_path: Path, make_record
         assert box.read(box.start_of(new)) == ([later], os.path.getsize(path))
     finally:
         box.close()
+
+
+async def test_lines_from_memory_are_the_file_bytes(tmp_path: Path, make_record: Make) -> None:
+    """The flusher sends the appending process's lines as they are: they must be
+    the bytes in the file, line for line; a reader of the file (a restart) gets
+    records only, and re-encodes them."""
+    path = tmp_path / "usage.outbox"
+    box = UsageOutbox(path)
+    try:
+        start = box.start_of(OutboxPosition(box.generation, 0))
+        records = [make_record(f"req_{i}", price=f"0.00{i + 1}") for i in range(12)]
+        for r in records:
+            box.append(r)
+        got, lines, end = box.read_lines(start)
+        assert got == records and lines is not None
+        assert b"".join(lines) == path.read_bytes()[start:end]
+        assert lines == [encode_record(r) for r in records]
+        fresh = UsageOutbox(path)
+        try:
+            assert fresh.read_lines(start) == (records, None, end)
+        finally:
+            fresh.close()
+    finally:
+        box.close()

@@ -9,13 +9,17 @@ last), and nothing a second time.
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
+from cambist.domain.money import to_micros
 from cambist.domain.usage import UsageRecord
 from cambist.ledger.journal import Journal
+from cambist.ledger.outbox import encode_record
 from cambist.ledger.usage_bulk import usage_lines, write_usage
 from cambist.store.schema import journal_entries, journal_lines, usage
 
@@ -102,3 +106,42 @@ async def test_invalid_record_writes_nothing(journal: Journal, bad: UsageRecord)
     assert await _books(journal) == (0, {})
     async with journal.engine.begin() as conn:  # the batch without it still goes in
         assert await write_usage(conn, journal, [BATCH[0]], 1.0) == 1
+
+
+# Dollar amounts as the gateway writes them into outbox lines (str of a
+# Decimal): any scale, exponent notation included, half-way cases on purpose.
+_TRICKY = ["0.0000005", "0.0000015", "0.0000025", "0.00000049999999", "1E-7", "5E-7",
+           "1.5E-6", "2.5E-6", "0E-12", "0", "0.000", "123456.7890125", "9.9999995",
+           "0.1234565", "1E+1", "7.0000005000", "0.0000004999999999999999999"]
+
+
+def _amounts(n: int) -> list[Decimal]:
+    rng = random.Random(20261206)
+    out = [Decimal(a) for a in _TRICKY]
+    for _ in range(n):
+        places = rng.randint(0, 14)
+        out.append(Decimal(rng.randint(0, 10 ** rng.randint(1, 12))).scaleb(-places))
+        out.append(Decimal(rng.randint(0, 10 ** 6)).scaleb(-7) + Decimal("5E-7"))  # half-way
+    return out
+
+
+@pytest.mark.parametrize("with_lines", [True, False])
+async def test_money_rounds_as_to_micros(journal: Journal, with_lines: bool) -> None:
+    """The database rounds a line's dollars to micro-dollars exactly as
+    :func:`to_micros` does (on PostgreSQL the rounding happens on the server,
+    from the decimal strings of the outbox lines), whether the lines are
+    passed as the outbox holds them or encoded from the records."""
+    amounts = _amounts(150)
+    records = [_rec(i, "0") for i in range(len(amounts))]
+    records = [replace(r, price=a, compute_cost=amounts[-1 - i])
+               for i, (r, a) in enumerate(zip(records, amounts, strict=True))]
+    lines = [encode_record(r) for r in records] if with_lines else None
+    async with journal.engine.begin() as conn:
+        assert await write_usage(conn, journal, records, 1.0, lines) == len(records)
+    async with journal.engine.connect() as conn:
+        got = (await conn.execute(select(usage.c.request_id, usage.c.price_micros,
+                                         usage.c.compute_cost_micros))).all()
+    rows = {rid: (price, cost) for rid, price, cost in got}
+    for r in records:
+        assert rows[r.request_id] == (to_micros(r.price), to_micros(r.compute_cost)), r.price
+    assert await journal.check() == []

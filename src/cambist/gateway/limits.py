@@ -75,7 +75,8 @@ def reset_header(seconds: float) -> str:
 class TokenBucket:
     """Holds up to ``capacity`` units, refilled at ``capacity`` per minute."""
 
-    __slots__ = ("_reset_ms", "_reset_text", "capacity", "level", "limit_text", "rate", "stamp")
+    __slots__ = ("_reset_ms", "_reset_raw", "_reset_text", "capacity", "level", "limit_raw",
+                 "limit_text", "rate", "stamp")
 
     def __init__(self, capacity: int, now: float) -> None:
         self.capacity = float(capacity)
@@ -83,17 +84,25 @@ class TokenBucket:
         self.level = self.capacity
         self.stamp = now
         self.limit_text = str(capacity)  # the limit header's value
+        self.limit_raw = self.limit_text.encode()
         self._reset_ms = -1
         self._reset_text = ""
+        self._reset_raw = b""
 
     def reset_text(self) -> str:
         """The reset header's value (:func:`reset_header` of :attr:`reset_s`;
         the last one is kept, since at high rates it rarely changes)."""
+        self.reset_raw()
+        return self._reset_text
+
+    def reset_raw(self) -> bytes:
+        """:meth:`reset_text` encoded, as a response head carries it."""
         ms = math.ceil(self.reset_s * 1000 - 1e-6)
         if ms != self._reset_ms:
             self._reset_ms = ms
             self._reset_text = format_duration(max(ms, 0) * 1_000_000)
-        return self._reset_text
+            self._reset_raw = self._reset_text.encode()
+        return self._reset_raw
 
     def refill(self, now: float) -> None:
         """Add what accrued since the last look (a clock step back adds nothing)."""
@@ -153,8 +162,8 @@ def _tighter(a: TokenBucket, b: TokenBucket) -> TokenBucket:
     return b if b.level < a.level else a
 
 
-_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}",
-                 f"x-ratelimit-reset-{kind}") for kind in ("requests", "tokens")}
+_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
+                 f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens")}
 _REQUESTS, _TOKENS = _NAMES["requests"], _NAMES["tokens"]
 
 
@@ -172,20 +181,25 @@ class Admission:
     tokens: int = 0
     settled: bool = False
 
-    @property
-    def headers(self) -> dict[str, str]:
-        """The six ``x-ratelimit-*`` headers as the buckets stand now (worked
-        out once per response, not after every take), then :attr:`extra`."""
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The six ``x-ratelimit-*`` headers as the buckets stand now, encoded
+        for the response head (worked out once per response, not after every
+        take; the names and limits encoded once, the reset texts cached)."""
         requests = _tighter(self.key.requests, self.tenant.requests)
         tokens = _tighter(self.key.tokens, self.tenant.tokens)
-        out = {
-            _REQUESTS[0]: requests.limit_text,
-            _REQUESTS[1]: str(max(0, math.floor(requests.level + 1e-9))),
-            _REQUESTS[2]: requests.reset_text(),
-            _TOKENS[0]: tokens.limit_text,
-            _TOKENS[1]: str(max(0, math.floor(tokens.level + 1e-9))),
-            _TOKENS[2]: tokens.reset_text(),
-        }
+        return [
+            (_REQUESTS[0], requests.limit_raw),
+            (_REQUESTS[1], b"%d" % max(0, math.floor(requests.level + 1e-9))),
+            (_REQUESTS[2], requests.reset_raw()),
+            (_TOKENS[0], tokens.limit_raw),
+            (_TOKENS[1], b"%d" % max(0, math.floor(tokens.level + 1e-9))),
+            (_TOKENS[2], tokens.reset_raw()),
+        ]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """:meth:`raw_headers` as text, then :attr:`extra` (for error responses)."""
+        out = {name.decode(): value.decode() for name, value in self.raw_headers()}
         if self.extra:
             out.update(self.extra)
         return out

@@ -37,7 +37,7 @@ from cambist.gateway.errors import (
     TenantKeyRequired,
     UpstreamFailed,
 )
-from cambist.gateway.limits import RateLimiter
+from cambist.gateway.limits import Admission, RateLimiter
 from cambist.gateway.metering import Meter, usage_of_body
 from cambist.gateway.planning import Plan, plan_targets
 from cambist.gateway.pricing import CallerPrices
@@ -210,7 +210,7 @@ class GatewayService:
             raise
         meter.price, meter.model = plan.price, plan.target.model
         try:
-            return self._respond(parsed, result, meter, admission.headers)
+            return self._respond(parsed, result, meter, admission)
         except BaseException:
             meter.release()
             if result.events is not None:
@@ -277,9 +277,18 @@ class GatewayService:
         raise first
 
     def _respond(self, parsed: ParsedRequest, result: UpstreamResult, meter: Meter,
-                 rate_headers: dict[str, str]) -> Response:
+                 admission: Admission) -> Response:
+        # The rate headers as the buckets stand before the settle corrects the
+        # token take, into the head already encoded (six per response).
+        rate = admission.raw_headers()
+        response = self._response(parsed, result, meter, admission.extra)
+        response.raw_headers += rate
+        return response
+
+    def _response(self, parsed: ParsedRequest, result: UpstreamResult, meter: Meter,
+                  extra: dict[str, str]) -> Response:
         headers = {
-            **rate_headers,
+            **extra,
             "x-request-id": meter.request_id,
             "x-cambist-model": meter.model,
             "x-cambist-endpoint": result.route.id,

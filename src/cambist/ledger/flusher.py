@@ -99,7 +99,7 @@ class OutboxFlusher:
         await self.outbox.sync()
         old = await self._current()
         start = self.outbox.start_of(old)
-        records, end = self.outbox.read(start, self._batch_bytes)
+        records, lines, end = self.outbox.read_lines(start, self._batch_bytes)
         new = OutboxPosition(self.outbox.generation, end)
         if new == old:
             return 0
@@ -112,13 +112,14 @@ class OutboxFlusher:
                     f"outbox position {self.outbox.offset_key!r} changed under this flusher; "
                     "is another process flushing the same outbox?"
                 )
-            await self._write(conn, records)
+            await self._write(conn, records, lines)
         self._position = new
         self.flushed += len(records)
         return max(len(records), 1 if end > start else 0)
 
-    async def _write(self, conn: AsyncConnection, records: list[UsageRecord]) -> None:
-        await write_usage(conn, self._journal, records, self._clock.now())
+    async def _write(self, conn: AsyncConnection, records: list[UsageRecord],
+                     lines: list[bytes] | None) -> None:
+        await write_usage(conn, self._journal, records, self._clock.now(), lines)
 
     async def _rotate(self, min_bytes: int) -> None:
         old = await self._current()

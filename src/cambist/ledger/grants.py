@@ -141,10 +141,7 @@ class GrantCounters:
         """The tenant's daily allowance and monthly pool, in micro-dollars."""
         if self.plans is None:
             return 0, 0
-        plan = self.plans.plan_of(tenant_id)
-        if not plan.grants:  # the hot path of every pay-as-you-go tenant
-            return 0, 0
-        return to_micros(plan.daily_allowance), to_micros(plan.monthly_pool)
+        return self.plans.plan_of(tenant_id).grant_micros
 
     def plan_name(self, tenant_id: str) -> str | None:
         """The name of the tenant's plan (``None`` without a plan book)."""

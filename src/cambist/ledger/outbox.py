@@ -155,7 +155,7 @@ class UsageOutbox:
         # bench/gateway). The file stays the record: after a restart, or past
         # _CACHED_MAX, reads go to it.
         self._end = os.fstat(self._fd).st_size
-        self._cached: deque[tuple[int, int, UsageRecord]] = deque()
+        self._cached: deque[tuple[int, int, UsageRecord, bytes]] = deque()
 
     def _open_generation(self) -> tuple[str, int]:
         last = b""
@@ -201,7 +201,7 @@ class UsageOutbox:
         self._end = start + len(data)
         if len(self._cached) >= _CACHED_MAX:
             self._cached.clear()  # the flusher is far behind: let it read the file
-        self._cached.append((start, self._end, record))
+        self._cached.append((start, self._end, record, data))
 
     async def sync(self) -> None:
         """``fsync`` the file off the event loop."""
@@ -217,18 +217,28 @@ class UsageOutbox:
         """Records in complete lines from byte ``start`` (at most ``limit``
         bytes), and the offset just past the last complete line read. A
         trailing partial line is left for later."""
+        records, _, end = self.read_lines(start, limit)
+        return records, end
+
+    def read_lines(self, start: int, limit: int = _READ_LIMIT
+                   ) -> tuple[list[UsageRecord], list[bytes] | None, int]:
+        """:meth:`read`, with the lines as :func:`encode_record` wrote them when
+        they were all appended by this process (``None`` when read from the
+        file: they may be older lines, or damaged)."""
         cached = self._cached
         while cached and cached[0][1] <= start:  # flushed: nobody reads before start
             cached.popleft()
         records: list[UsageRecord] = []
         if cached and cached[0][0] == start:
+            lines: list[bytes] = []
             end = start
-            for first, last, record in cached:
+            for first, last, record, line in cached:
                 if first != end or (records and last - start > limit):
                     break
                 records.append(record)
+                lines.append(line)
                 end = last
-            return records, end
+            return records, lines, end
         with open(self.path, "rb") as f:
             f.seek(start)
             chunk = f.read(limit)
@@ -243,7 +253,7 @@ class UsageOutbox:
                 self.skipped += 1
                 log.error("skipping an unreadable usage record at byte %d of %s", pos, self.path)
             pos += len(line)
-        return records, start + end
+        return records, None, start + end
 
     def pending(self, position: OutboxPosition) -> list[UsageRecord]:
         """Every record in complete lines after the committed ``position``."""

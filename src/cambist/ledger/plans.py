@@ -15,9 +15,11 @@ enforces the limits (``cambist.gateway.limits``); the wallet spends the grants.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from cambist.domain.money import to_micros
 
 __all__ = ["DEFAULT_PLAN", "DEFAULT_PLANS", "Plan", "PlanBook", "merge_plans", "plan_from_table"]
 
@@ -41,6 +43,9 @@ class Plan:
     """Dollars of inference granted per calendar month (spent after the allowance)."""
     max_tokens: int | None = None
     """Most completion tokens one request may ask for (``None``: the gateway's cap)."""
+    grant_micros: tuple[int, int] = field(init=False, repr=False, compare=False)
+    """The daily allowance and monthly pool in whole micro-dollars (worked out
+    once: the wallet asks for them on every request)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -60,6 +65,8 @@ class Plan:
                 raise ValueError(f"plan {self.name!r}: {attr} must be a non-negative "
                                  "amount of dollars")
             object.__setattr__(self, attr, Decimal(value))
+        object.__setattr__(self, "grant_micros",
+                           (to_micros(self.daily_allowance), to_micros(self.monthly_pool)))
 
     @property
     def grants(self) -> bool:

@@ -16,24 +16,28 @@ whatever its size, inside the caller's transaction:
    line, so a prepaid-only charge has the same two lines as ever).
 
 On PostgreSQL the three are one statement, one round trip: data-modifying
-CTEs fed by one array per ``usage`` column (expanded with ``unnest`` on the
-server). Each newly inserted usage row draws its entry's id from the
-``journal_entries`` sequence in ``RETURNING``, so the lines are built on the
-server from the usage rows whose entries were actually inserted (an integer
-hash join), with no per-row work in Python beyond reading the record's
-fields; the price parts are checked and tenant ids validated in Python
-before anything is written. Elsewhere (SQLite) it goes through
-SQLAlchemy's multi-row ``INSERT`` and :meth:`Journal.post_in`. Both write the
-same rows.
+CTEs fed by one JSON array of the records' outbox lines (each line an array
+of :class:`UsageRecord`'s fields, :func:`cambist.ledger.outbox.encode_record`),
+parsed once as ``jsonb`` on the server; the lines the gateway wrote travel as
+they are, so a record costs the flusher no Python work beyond its checks.
+Money is rounded to micro-dollars on the server the way
+:func:`~cambist.domain.money.to_micros` rounds (``round`` of a ``numeric``
+rounds half away from zero, as ``ROUND_HALF_UP`` does). Each newly inserted
+usage row draws its entry's id from the ``journal_entries`` sequence in
+``RETURNING``, so the lines are built on the server from the usage rows whose
+entries were actually inserted (an integer hash join); duplicates within the
+batch are skipped by the primary key as across batches. The price parts are
+checked and tenant ids validated in Python before anything is written.
+Elsewhere (SQLite) it goes through SQLAlchemy's multi-row ``INSERT`` and
+:meth:`Journal.post_in`. Both write the same rows.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cambist.domain.money import from_micros, to_micros
@@ -47,6 +51,7 @@ from cambist.ledger.accounts import (
     tenant_account,
 )
 from cambist.ledger.journal import Entry, Journal
+from cambist.ledger.outbox import encode_record
 from cambist.store.schema import usage
 
 __all__ = ["usage_entry", "usage_lines", "usage_row", "write_usage"]
@@ -61,7 +66,18 @@ _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("allowance_micros", "int8"), ("pool_micros", "int8"),
 )
 
-_FIELDS = ", ".join(f"(r->>{i})::{t}" for i, (_, t) in enumerate(_USAGE_COLUMNS))
+_MONEY_FIELDS = (9, 10)  # price, compute_cost: dollars as decimal strings in a line
+
+
+def _field(i: int, sql_type: str) -> str:
+    if i in _MONEY_FIELDS:
+        return f"round((r->>{i})::numeric * 1000000)::int8"
+    return f"(r->>{i})::{sql_type}"
+
+
+# The columns line up with UsageRecord's fields (and so with encode_record's
+# arrays), except that the two money fields become micro-dollars.
+_FIELDS = ", ".join(_field(i, t) for i, (_, t) in enumerate(_USAGE_COLUMNS))
 # One statement, one round trip: the usage rows (duplicates skipped by the
 # primary key; each new one draws the id its journal entry will have), one
 # entry per new priced row (duplicates skipped by the idempotency key), the
@@ -69,7 +85,7 @@ _FIELDS = ", ".join(f"(r->>{i})::{t}" for i, (_, t) in enumerate(_USAGE_COLUMNS)
 # then the revenue credit); returns the number of new usage rows.
 _PG_WRITE = (
     f"WITH u AS (INSERT INTO usage ({', '.join(c for c, _ in _USAGE_COLUMNS)}) "
-    f"SELECT {_FIELDS} FROM json_array_elements($1::json) AS r "
+    f"SELECT {_FIELDS} FROM jsonb_array_elements($1::jsonb) AS r "
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, tenant_id, model, "
     "prompt_tokens, completion_tokens, price_micros, allowance_micros, pool_micros, "
     "nextval('journal_entries_id_seq'::regclass) AS eid), "
@@ -146,16 +162,17 @@ def _unique(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
     return out
 
 
-async def write_usage(conn: AsyncConnection, journal: Journal, records: Iterable[UsageRecord],
-                      now: float) -> int:
+async def write_usage(conn: AsyncConnection, journal: Journal, records: Sequence[UsageRecord],
+                      now: float, lines: Sequence[bytes] | None = None) -> int:
     """Insert the records' usage rows and journal entries inside ``conn``'s
     transaction; returns how many usage rows were new. ``now`` stamps the
-    journal entries."""
-    unique = _unique(records)
-    if not unique:
+    journal entries; ``lines``, when given, are the records' outbox lines
+    (:func:`~cambist.ledger.outbox.encode_record`), sent as they are."""
+    if not records:
         return 0
     if conn.dialect.name == "postgresql":
-        return await _write_pg(conn, unique, now)
+        return await _write_pg(conn, records, now, lines)
+    unique = _unique(records)
     if conn.dialect.name == "sqlite":
         return await _write_sqlite(conn, unique, now)
     stmt = insert_ignore(conn, usage, ["request_id"]).returning(usage.c.request_id)
@@ -244,24 +261,28 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
     return len(inserted)
 
 
-async def _write_pg(conn: AsyncConnection, unique: dict[str, UsageRecord], now: float) -> int:
+async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
+                    lines: Sequence[bytes] | None) -> int:
     raw = (await conn.get_raw_connection()).driver_connection  # asyncpg, in our transaction
     assert raw is not None
-    rows = [_usage_values(r) for r in unique.values()]
     tenants: set[str] = set()
-    for row in rows:
-        price, a, p = row[9], row[18], row[19]
-        if price == 0:  # no entry, so no lines to check (as on SQLite)
+    for r in records:
+        if not r.price:  # no entry, so no lines to check (as on SQLite)
             continue
         # Checked here, as usage_lines does, before anything is written.
-        if a < 0 or p < 0 or a + p > price:
-            raise ValueError(f"record {row[0]}: allowance {a} and pool {p} "
-                             f"micro-dollars do not fit in its price {price}")
-        tenants.add(row[1])
+        a, p = r.allowance_micros, r.pool_micros
+        if a or p:
+            price = to_micros(r.price)
+            if a < 0 or p < 0 or a + p > price:
+                raise ValueError(f"record {r.request_id}: allowance {a} and pool {p} "
+                                 f"micro-dollars do not fit in its price {price}")
+        tenants.add(r.tenant_id)
     for t in tenants:
         tenant_account(t)  # raises on an invalid tenant id, as usage_lines does
-    # The rows travel as one JSON array of arrays (orjson, in C): as twenty
-    # typed arrays, asyncpg's per-element checks cost ~5 µs a record.
-    inserted = await raw.fetchval(_PG_WRITE, orjson.dumps(rows).decode(), now,
+    if lines is None or len(lines) != len(records):
+        lines = [encode_record(r) for r in records]
+    # One JSON array of the lines (each ends with a newline: whitespace to JSON).
+    payload = b"[" + b",".join(lines) + b"]"
+    inserted = await raw.fetchval(_PG_WRITE, payload.decode(), now,
                                   GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
     return int(inserted)
