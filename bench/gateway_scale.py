@@ -5,7 +5,7 @@ Everything runs on loopback against the fast mock upstream
 (``bench/gateway/mock_upstream.py``) with the closed-loop load generator of
 ``bench/gateway`` (``loadgen.py``; requests/s, p50/p99, and CPU ms per request
 of the gateway's processes, supervisor and workers together, from
-``/proc``). Setup:
+``/proc``: nanoseconds each thread ran, from its ``schedstat``). Setup:
 
 - a fresh PostgreSQL database ``cambist_bench_<random>`` (dropped at the end)
   and a unique ``CAMBIST_REDIS_PREFIX`` (its keys deleted at the end);
@@ -86,6 +86,7 @@ from loadgen import run_point  # noqa: E402  (bench/gateway/loadgen.py)
 from metering import PG_DEFAULT, pg_database  # noqa: E402  (bench/metering.py)
 from procs import (  # noqa: E402  (bench/gateway/procs.py)
     Proc,
+    _cpu_s,
     _spawn,
     _tree,
     _wait_http,
@@ -96,15 +97,6 @@ from procs import (  # noqa: E402  (bench/gateway/procs.py)
 
 REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
 NAMES = ("1 proc", "2 procs", "1 proc, off")
-
-
-def _pid_cpu_s(pid: int) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / tick
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -128,9 +120,9 @@ def _wait_workers(home: Path, port: int, n: int, timeout_s: float = 90) -> list[
         with contextlib.suppress(OSError, ValueError):
             pids = [int(p) for p in json.loads(path.read_text())["workers"].values()]
         if len(pids) == n:
-            before = [_pid_cpu_s(p) for p in pids]
+            before = [_cpu_s(p) for p in pids]
             time.sleep(0.5)
-            busy = [_pid_cpu_s(p) - b for p, b in zip(pids, before, strict=True)]
+            busy = [_cpu_s(p) - b for p, b in zip(pids, before, strict=True)]
             if max(busy) < 0.1:
                 return pids
         else:
@@ -181,7 +173,7 @@ async def _block(t: Proc, workers: list[int], stream: bool, conc: int, n: int, w
                  acc: dict[str, Any]) -> None:
     """Send one block of ``n`` requests (after ``warmup``) to ``t``; add what it saw to ``acc``."""
     body = json.dumps({**BODY, "stream": stream}, separators=(",", ":")).encode()
-    cpu0, w0, m0 = t.cpu_s(), [_pid_cpu_s(w) for w in workers], _machine_ticks()
+    cpu0, w0, m0 = t.cpu_s(), [_cpu_s(w) for w in workers], _machine_ticks()
     point = await run_point("127.0.0.1", t.port, t.path, body, t.headers, concurrency=conc,
                             requests=n, warmup=warmup, stream=stream)
     acc["cpu_s"] += t.cpu_s() - cpu0
@@ -194,7 +186,7 @@ async def _block(t: Proc, workers: list[int], stream: bool, conc: int, n: int, w
     acc["errors"] += point.errors
     acc["first_error"] = acc["first_error"] or point.first_error
     for i, (w, before) in enumerate(zip(workers, w0, strict=True)):
-        acc["workers_cpu_s"][i] += _pid_cpu_s(w) - before
+        acc["workers_cpu_s"][i] += _cpu_s(w) - before
 
 
 async def _point(targets: list[Proc], workers: dict[str, list[int]], stream: bool, conc: int,

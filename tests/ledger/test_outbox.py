@@ -289,13 +289,29 @@ async def test_lines_from_memory_are_the_file_bytes(tmp_path: Path, make_record:
         for r in records:
             box.append(r)
         got, lines, end = box.read_lines(start)
-        assert got == records and lines is not None
-        assert b"".join(lines) == path.read_bytes()[start:end]
-        assert lines == [encode_record(r) for r in records]
+        assert got == records and lines == path.read_bytes()[start:end]
+        assert lines == b"".join(encode_record(r) for r in records)
         fresh = UsageOutbox(path)
         try:
             assert fresh.read_lines(start) == (records, None, end)
         finally:
             fresh.close()
+        # As the flusher moves on (in batches, past a rotation), what memory
+        # holds stays the file's bytes from the committed position.
+        pos = start
+        while True:
+            got, lines, nxt = box.read_lines(pos, 700)
+            if nxt == pos:
+                break
+            assert lines == path.read_bytes()[pos:nxt] and len(got) == lines.count(b"\n")
+            pos = nxt
+        new = box.rotate(pos)
+        assert new is not None
+        later = [make_record(f"req_after_{i}", price="0.001") for i in range(3)]
+        for r in later:
+            box.append(r)
+        at = box.start_of(new)
+        got, lines, end = box.read_lines(at)
+        assert got == later and lines == path.read_bytes()[at:end]
     finally:
         box.close()

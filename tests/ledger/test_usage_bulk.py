@@ -135,7 +135,7 @@ async def test_money_rounds_as_to_micros(journal: Journal, with_lines: bool) -> 
     records = [_rec(i, "0") for i in range(len(amounts))]
     records = [replace(r, price=a, compute_cost=amounts[-1 - i])
                for i, (r, a) in enumerate(zip(records, amounts, strict=True))]
-    lines = [encode_record(r) for r in records] if with_lines else None
+    lines = b"".join(encode_record(r) for r in records) if with_lines else None
     async with journal.engine.begin() as conn:
         assert await write_usage(conn, journal, records, 1.0, lines) == len(records)
     async with journal.engine.connect() as conn:

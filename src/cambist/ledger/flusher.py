@@ -118,7 +118,7 @@ class OutboxFlusher:
         return max(len(records), 1 if end > start else 0)
 
     async def _write(self, conn: AsyncConnection, records: list[UsageRecord],
-                     lines: list[bytes] | None) -> None:
+                     lines: bytes | None) -> None:
         await write_usage(conn, self._journal, records, self._clock.now(), lines)
 
     async def _rotate(self, min_bytes: int) -> None:

@@ -155,7 +155,14 @@ class UsageOutbox:
         # bench/gateway). The file stays the record: after a restart, or past
         # _CACHED_MAX, reads go to it.
         self._end = os.fstat(self._fd).st_size
-        self._cached: deque[tuple[int, int, UsageRecord, bytes]] = deque()
+        self._cached: deque[tuple[int, int, UsageRecord]] = deque()
+        # The bytes of the cached records' lines, one buffer from the first
+        # cached record's start (the flusher sends them on as they are). One
+        # buffer, not a bytes object per record: records' lines kept apart,
+        # each living a flush interval among the request's short-lived objects,
+        # held the allocator's pages and grew the gateway's memory by a fifth.
+        self._tail = bytearray()
+        self._tail_at = self._end
 
     def _open_generation(self) -> tuple[str, int]:
         last = b""
@@ -201,7 +208,11 @@ class UsageOutbox:
         self._end = start + len(data)
         if len(self._cached) >= _CACHED_MAX:
             self._cached.clear()  # the flusher is far behind: let it read the file
-        self._cached.append((start, self._end, record, data))
+        if not self._cached:
+            self._tail.clear()
+            self._tail_at = start
+        self._cached.append((start, self._end, record))
+        self._tail += data
 
     async def sync(self) -> None:
         """``fsync`` the file off the event loop."""
@@ -221,24 +232,28 @@ class UsageOutbox:
         return records, end
 
     def read_lines(self, start: int, limit: int = _READ_LIMIT
-                   ) -> tuple[list[UsageRecord], list[bytes] | None, int]:
-        """:meth:`read`, with the lines as :func:`encode_record` wrote them when
-        they were all appended by this process (``None`` when read from the
-        file: they may be older lines, or damaged)."""
+                   ) -> tuple[list[UsageRecord], bytes | None, int]:
+        """:meth:`read`, with the records' lines as :func:`encode_record` wrote
+        them (one after the other, each ending in a newline) when they were all
+        appended by this process; ``None`` when read from the file (they may
+        be older lines, or damaged)."""
         cached = self._cached
         while cached and cached[0][1] <= start:  # flushed: nobody reads before start
             cached.popleft()
+        if not cached:
+            self._tail.clear()
+        elif cached[0][0] > self._tail_at:
+            del self._tail[:cached[0][0] - self._tail_at]
+            self._tail_at = cached[0][0]
         records: list[UsageRecord] = []
         if cached and cached[0][0] == start:
-            lines: list[bytes] = []
             end = start
-            for first, last, record, line in cached:
+            for first, last, record in cached:
                 if first != end or (records and last - start > limit):
                     break
                 records.append(record)
-                lines.append(line)
                 end = last
-            return records, lines, end
+            return records, bytes(self._tail[:end - start]), end
         with open(self.path, "rb") as f:
             f.seek(start)
             chunk = f.read(limit)
@@ -277,6 +292,7 @@ class UsageOutbox:
             return None
         os.ftruncate(self._fd, 0)
         self._cached.clear()
+        self._tail.clear()
         self._gen, self._header_len = self._write_header()
         self._end = self._header_len
         return OutboxPosition(self._gen, self._header_len)

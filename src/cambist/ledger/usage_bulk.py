@@ -163,11 +163,12 @@ def _unique(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
 
 
 async def write_usage(conn: AsyncConnection, journal: Journal, records: Sequence[UsageRecord],
-                      now: float, lines: Sequence[bytes] | None = None) -> int:
+                      now: float, lines: bytes | None = None) -> int:
     """Insert the records' usage rows and journal entries inside ``conn``'s
     transaction; returns how many usage rows were new. ``now`` stamps the
     journal entries; ``lines``, when given, are the records' outbox lines
-    (:func:`~cambist.ledger.outbox.encode_record`), sent as they are."""
+    (:func:`~cambist.ledger.outbox.encode_record`, one after the other), sent
+    as they are."""
     if not records:
         return 0
     if conn.dialect.name == "postgresql":
@@ -262,7 +263,7 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
 
 
 async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
-                    lines: Sequence[bytes] | None) -> int:
+                    lines: bytes | None) -> int:
     raw = (await conn.get_raw_connection()).driver_connection  # asyncpg, in our transaction
     assert raw is not None
     tenants: set[str] = set()
@@ -279,10 +280,11 @@ async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: 
         tenants.add(r.tenant_id)
     for t in tenants:
         tenant_account(t)  # raises on an invalid tenant id, as usage_lines does
-    if lines is None or len(lines) != len(records):
-        lines = [encode_record(r) for r in records]
-    # One JSON array of the lines (each ends with a newline: whitespace to JSON).
-    payload = b"[" + b",".join(lines) + b"]"
+    if lines is None or lines.count(b"\n") != len(records):
+        lines = b"".join([encode_record(r) for r in records])
+    # One JSON array of the lines: a line's only raw newline is its end (JSON
+    # escapes those in strings), so newlines become the array's commas.
+    payload = b"[" + lines[:-1].replace(b"\n", b",") + b"]"
     inserted = await raw.fetchval(_PG_WRITE, payload.decode(), now,
                                   GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
     return int(inserted)
