@@ -16,8 +16,8 @@ builds the head header by header: ~9 µs for the gateway's sixteen headers,
 more than its rate limiting. :class:`_Cycle` checks the same bytes with one
 ``bytes.translate`` over all values joined (a joined string holds a
 forbidden byte exactly when one of its parts does) and names once each (kept
-lowered: an app sends the same few), then formats the head in one pass:
-~3 µs. A head that fails the check, or a cycle in any other state, goes to
+lowered: an app sends the same few), formatting the head in the same pass
+over the headers: ~3 µs. A head that fails the check, or a cycle in any other state, goes to
 uvicorn's own code, which raises its usual error.
 """
 
@@ -100,18 +100,29 @@ class _Cycle(RequestResponseCycle):
         if (self.response_started or self.disconnected or self.access_log
                 or self.flow.write_paused or message["type"] != "http.response.start"):
             return await super().send(message)
-        headers = self.default_headers + list(message.get("headers", []))
-        values = b"".join([value for _, value in headers])
-        names = [_NAMES.get(name) or _checked_name(name) for name, _ in headers]
-        if None in names or len(values.translate(None, _BAD_VALUE)) != len(values):
+        # One pass: each name checked (once per process) and lowered, each
+        # line formatted; the values checked together after; the framing
+        # headers (few) worked through as uvicorn does once all is known good.
+        content = [STATUS_LINE[message["status"]]]
+        values = []
+        framing = []
+        names = _NAMES
+        for name, value in self.default_headers + list(message.get("headers", [])):
+            low = names.get(name) or _checked_name(name)
+            if low is None:
+                return await super().send(message)  # raises uvicorn's error for it
+            if low in _FRAMING:
+                framing.append((low, value))
+            content.append(b"%s: %s\r\n" % (low, value))
+            values.append(value)
+        joined = b"".join(values)
+        if len(joined.translate(None, _BAD_VALUE)) != len(joined):
             return await super().send(message)  # raises uvicorn's error for the bad one
         self.response_started = True
         self.waiting_for_100_continue = False
         status = message["status"]
         has_connection_close = False
-        for name, (_, value) in zip(names, headers, strict=True):
-            if name not in _FRAMING:
-                continue
+        for name, value in framing:
             if name == b"content-length" and self.chunked_encoding is None:
                 self.expected_content_length = int(value.decode())
                 self.chunked_encoding = False
@@ -122,9 +133,6 @@ class _Cycle(RequestResponseCycle):
                     token.lower().strip() for token in value.split(b",")]:
                 self.keep_alive = False
                 has_connection_close = True
-        content = [STATUS_LINE[status],
-                   *[b"%s: %s\r\n" % (name, value)
-                     for name, (_, value) in zip(names, headers, strict=True)]]
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")
         if (self.chunked_encoding is None and self.scope["method"] != "HEAD"
