@@ -243,17 +243,24 @@ def test_foreign_file_is_refused(tmp_path: Path) -> None:
         UsageOutbox(path)
 
 
+def _filled(path: Path, make_record: Make, n: int
+            ) -> tuple[UsageOutbox, int, list[UsageRecord]]:
+    """An outbox at ``path`` with ``n`` records appended, where its records start."""
+    box = UsageOutbox(path)
+    start = box.start_of(OutboxPosition(box.generation, 0))
+    records = [make_record(f"req_{i}", price=f"0.00{i + 1}") for i in range(n)]
+    for r in records:
+        box.append(r)
+    return box, start, records
+
+
 async def test_reads_from_memory_agree_with_the_file(tmp_path: Path, make_record: Make) -> None:
     """The appending process reads its own records back from memory; another
     reader (a restart) decodes the file: both see the same records and ends,
     in batches, across a partial read and a rotation."""
     path = tmp_path / "usage.outbox"
-    box = UsageOutbox(path)
+    box, start, records = _filled(path, make_record, 40)
     try:
-        start = box.start_of(OutboxPosition(box.generation, 0))
-        records = [make_record(f"req_{i}", price=f"0.00{i + 1}") for i in range(40)]
-        for r in records:
-            box.append(r)
         fresh = UsageOutbox(path)  # what a restarted process reads
         try:
             for limit in (1_000, 3_000, 1 << 20):
@@ -282,12 +289,8 @@ async def test_lines_from_memory_are_the_file_bytes(tmp_path: Path, make_record:
     the bytes in the file, line for line; a reader of the file (a restart) gets
     records only, and re-encodes them."""
     path = tmp_path / "usage.outbox"
-    box = UsageOutbox(path)
+    box, start, records = _filled(path, make_record, 12)
     try:
-        start = box.start_of(OutboxPosition(box.generation, 0))
-        records = [make_record(f"req_{i}", price=f"0.00{i + 1}") for i in range(12)]
-        for r in records:
-            box.append(r)
         got, lines, end = box.read_lines(start)
         assert got == records and lines == path.read_bytes()[start:end]
         assert lines == b"".join(encode_record(r) for r in records)
