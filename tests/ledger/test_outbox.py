@@ -318,3 +318,25 @@ async def test_lines_from_memory_are_the_file_bytes(tmp_path: Path, make_record:
         assert got == later and lines == path.read_bytes()[at:end]
     finally:
         box.close()
+
+
+async def test_a_position_moved_elsewhere_stops_the_flush_writing_nothing(
+    outbox: UsageOutbox, engine: AsyncEngine, journal: Journal, tenant: str, make_record: Make
+) -> None:
+    """Two flushers on one outbox key (a misconfiguration): the one whose
+    position is stale writes nothing and says so, on every backend (on
+    PostgreSQL the compare-and-set and the writes are one statement)."""
+    first = OutboxFlusher(outbox, engine, journal)
+    outbox.append(make_record("m0"))
+    await first.step(0.0)
+    stale = OutboxFlusher(outbox, engine, journal)
+    await stale._current()  # reads the position now
+    outbox.append(make_record("m1"))
+    await first.step(0.0)  # moves it on
+    outbox.append(make_record("m2"))
+    with pytest.raises(RuntimeError, match="changed under this flusher"):
+        await stale.step(0.0)
+    assert await _counts(engine) == (2, 2)  # m2 was not written by the stale flusher
+    await first.step(0.0)
+    assert await _counts(engine) == (3, 3)
+    assert await journal.check() == []

@@ -54,7 +54,7 @@ from cambist.ledger.journal import Entry, Journal
 from cambist.ledger.outbox import encode_record
 from cambist.store.schema import usage
 
-__all__ = ["usage_entry", "usage_lines", "usage_row", "write_usage"]
+__all__ = ["flush_usage_pg", "usage_entry", "usage_lines", "usage_row", "write_usage"]
 
 _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("request_id", "varchar"), ("tenant_id", "varchar"), ("key_id", "varchar"),
@@ -78,31 +78,42 @@ def _field(i: int, sql_type: str) -> str:
 # The columns line up with UsageRecord's fields (and so with encode_record's
 # arrays), except that the two money fields become micro-dollars.
 _FIELDS = ", ".join(_field(i, t) for i, (_, t) in enumerate(_USAGE_COLUMNS))
-# One statement, one round trip: the usage rows (duplicates skipped by the
-# primary key; each new one draws the id its journal entry will have), one
-# entry per new priced row (duplicates skipped by the idempotency key), the
-# lines of the entries actually inserted (zero parts omitted; in spend order,
-# then the revenue credit); returns the number of new usage rows.
-_PG_WRITE = (
-    f"WITH u AS (INSERT INTO usage ({', '.join(c for c, _ in _USAGE_COLUMNS)}) "
-    f"SELECT {_FIELDS} FROM jsonb_array_elements($1::jsonb) AS r "
-    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, tenant_id, model, "
-    "prompt_tokens, completion_tokens, price_micros, allowance_micros, pool_micros, "
-    "nextval('journal_entries_id_seq'::regclass) AS eid), "
-    "e AS (INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at) "
-    "SELECT eid, 'usage:' || request_id, 'usage', "
-    "model || ' ' || prompt_tokens || '+' || completion_tokens || ' tok', "
-    f"$2::float8 FROM u WHERE price_micros <> 0 "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), "
-    "l AS (INSERT INTO journal_lines (entry_id, account, amount_micros) "
-    "SELECT u.eid, x.account, x.amount FROM u "
-    f"CROSS JOIN LATERAL (VALUES (1, $3::varchar, u.allowance_micros), "
-    f"(2, $4::varchar, u.pool_micros), "
-    f"(3, $5::varchar || u.tenant_id, u.price_micros - u.allowance_micros - u.pool_micros), "
-    f"(4, $6::varchar, -u.price_micros)) AS x(n, account, amount) "
-    "WHERE x.amount <> 0 AND u.eid IN (SELECT id FROM e) ORDER BY u.eid, x.n) "
-    "SELECT count(*) FROM u"
-)
+def _pg_write(gated: bool) -> str:
+    """One statement, one round trip: the usage rows (duplicates skipped by the
+    primary key; each new one draws the id its journal entry will have), one
+    entry per new priced row (duplicates skipped by the idempotency key), the
+    lines of the entries actually inserted (zero parts omitted; in spend order,
+    then the revenue credit); returns the number of new usage rows. ``gated``:
+    first compare-and-set the outbox position (``$7`` to ``$8`` from ``$9``) and
+    write only if it moved; returns (1 if it moved else 0, new usage rows)."""
+    pos = ("pos AS (UPDATE settings SET value = $8 WHERE key = $7 AND value = $9 "
+           "RETURNING 1), " if gated else "")
+    gate = "WHERE EXISTS (SELECT 1 FROM pos) " if gated else ""
+    result = "SELECT (SELECT count(*) FROM pos), count(*) FROM u" if gated else \
+        "SELECT count(*) FROM u"
+    return (
+        f"WITH {pos}u AS (INSERT INTO usage ({', '.join(c for c, _ in _USAGE_COLUMNS)}) "
+        f"SELECT {_FIELDS} FROM jsonb_array_elements($1::jsonb) AS r {gate}"
+        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, tenant_id, model, "
+        "prompt_tokens, completion_tokens, price_micros, allowance_micros, pool_micros, "
+        "nextval('journal_entries_id_seq'::regclass) AS eid), "
+        "e AS (INSERT INTO journal_entries (id, idempotency_key, kind, memo, created_at) "
+        "SELECT eid, 'usage:' || request_id, 'usage', "
+        "model || ' ' || prompt_tokens || '+' || completion_tokens || ' tok', "
+        "$2::float8 FROM u WHERE price_micros <> 0 "
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), "
+        "l AS (INSERT INTO journal_lines (entry_id, account, amount_micros) "
+        "SELECT u.eid, x.account, x.amount FROM u "
+        "CROSS JOIN LATERAL (VALUES (1, $3::varchar, u.allowance_micros), "
+        "(2, $4::varchar, u.pool_micros), "
+        "(3, $5::varchar || u.tenant_id, u.price_micros - u.allowance_micros - u.pool_micros), "
+        "(4, $6::varchar, -u.price_micros)) AS x(n, account, amount) "
+        f"WHERE x.amount <> 0 AND u.eid IN (SELECT id FROM e) ORDER BY u.eid, x.n) {result}"
+    )
+
+
+_PG_WRITE = _pg_write(gated=False)
+_PG_FLUSH = _pg_write(gated=True)
 
 
 def usage_row(record: UsageRecord) -> dict[str, Any]:
@@ -262,15 +273,13 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
     return len(inserted)
 
 
-async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
-                    lines: bytes | None) -> int:
-    raw = (await conn.get_raw_connection()).driver_connection  # asyncpg, in our transaction
-    assert raw is not None
+def _pg_payload(records: Sequence[UsageRecord], lines: bytes | None) -> str:
+    """The records checked (as :func:`usage_lines` checks them, before anything
+    is written) and their lines as one JSON array."""
     tenants: set[str] = set()
     for r in records:
         if not r.price:  # no entry, so no lines to check (as on SQLite)
             continue
-        # Checked here, as usage_lines does, before anything is written.
         a, p = r.allowance_micros, r.pool_micros
         if a or p:
             price = to_micros(r.price)
@@ -284,7 +293,33 @@ async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: 
         lines = b"".join([encode_record(r) for r in records])
     # One JSON array of the lines: a line's only raw newline is its end (JSON
     # escapes those in strings), so newlines become the array's commas.
-    payload = b"[" + lines[:-1].replace(b"\n", b",") + b"]"
-    inserted = await raw.fetchval(_PG_WRITE, payload.decode(), now,
+    return (b"[" + lines[:-1].replace(b"\n", b",") + b"]").decode()
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    raw = (await conn.get_raw_connection()).driver_connection  # asyncpg
+    assert raw is not None
+    return raw
+
+
+async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
+                    lines: bytes | None) -> int:
+    raw = await _driver(conn)  # in the caller's transaction
+    inserted = await raw.fetchval(_PG_WRITE, _pg_payload(records, lines), now,
                                   GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
     return int(inserted)
+
+
+async def flush_usage_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
+                         lines: bytes | None, key: str, old: str, new: str) -> int | None:
+    """PostgreSQL: move the ``settings`` value under ``key`` from ``old`` to
+    ``new`` (an outbox's committed position) and write the records as
+    :func:`write_usage` does, in one statement, so atomically without a
+    transaction of its own (``conn`` must not be in one): the flusher's batch
+    in one round trip where a transaction took four. Returns the new usage
+    rows, or ``None`` when the value was not ``old`` (nothing written)."""
+    raw = await _driver(conn)
+    moved, inserted = await raw.fetchrow(
+        _PG_FLUSH, _pg_payload(records, lines), now, GRANTS_ALLOWANCE, GRANTS_POOL,
+        TENANT_PREFIX, REVENUE_INFERENCE, key, new, old)
+    return int(inserted) if moved else None
