@@ -78,6 +78,8 @@ def _field(i: int, sql_type: str) -> str:
 # The columns line up with UsageRecord's fields (and so with encode_record's
 # arrays), except that the two money fields become micro-dollars.
 _FIELDS = ", ".join(_field(i, t) for i, (_, t) in enumerate(_USAGE_COLUMNS))
+
+
 def _pg_write(gated: bool) -> str:
     """One statement, one round trip: the usage rows (duplicates skipped by the
     primary key; each new one draws the id its journal entry will have), one
