@@ -75,33 +75,25 @@ def reset_header(seconds: float) -> str:
 class TokenBucket:
     """Holds up to ``capacity`` units, refilled at ``capacity`` per minute."""
 
-    __slots__ = ("_reset_ms", "_reset_raw", "_reset_text", "capacity", "level", "limit_raw",
-                 "limit_text", "rate", "stamp")
+    __slots__ = ("_reset_ms", "_reset_raw", "capacity", "level", "limit_raw", "rate", "stamp")
 
     def __init__(self, capacity: int, now: float) -> None:
         self.capacity = float(capacity)
         self.rate = capacity / 60.0
         self.level = self.capacity
         self.stamp = now
-        self.limit_text = str(capacity)  # the limit header's value
-        self.limit_raw = self.limit_text.encode()
+        self.limit_raw = b"%d" % capacity  # the limit header's value, as the head carries it
         self._reset_ms = -1
-        self._reset_text = ""
         self._reset_raw = b""
 
-    def reset_text(self) -> str:
-        """The reset header's value (:func:`reset_header` of :attr:`reset_s`;
-        the last one is kept, since at high rates it rarely changes)."""
-        self.reset_raw()
-        return self._reset_text
-
     def reset_raw(self) -> bytes:
-        """:meth:`reset_text` encoded, as a response head carries it."""
+        """The reset header's value as the head carries it (:func:`reset_header`
+        of :attr:`reset_s`, encoded; the last one is kept, since at high rates
+        it rarely changes)."""
         ms = math.ceil(self.reset_s * 1000 - 1e-6)
         if ms != self._reset_ms:
             self._reset_ms = ms
-            self._reset_text = format_duration(max(ms, 0) * 1_000_000)
-            self._reset_raw = self._reset_text.encode()
+            self._reset_raw = format_duration(max(ms, 0) * 1_000_000).encode()
         return self._reset_raw
 
     def refill(self, now: float) -> None:
