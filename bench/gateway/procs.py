@@ -109,16 +109,21 @@ def _wait_http(url: str, popen: subprocess.Popen[bytes], name: str, timeout_s: f
 
 def _cpu_s(pid: int) -> float:
     """CPU seconds of ``pid`` (every thread it has now), nanosecond-precise where
-    the kernel keeps scheduler statistics."""
+    the kernel keeps scheduler statistics (a thread that exits while it is read
+    is skipped, so two readings always use the same clock)."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    if tids and os.path.exists(f"/proc/{pid}/task/{tids[0]}/schedstat"):
         ns = 0
         for tid in tids:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                ns += int(f.read().split()[0])
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ns += int(f.read().split()[0])
+            except OSError:
+                continue
         return ns / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

@@ -228,7 +228,7 @@ class UsageOutbox:
         """Records in complete lines from byte ``start`` (at most ``limit``
         bytes), and the offset just past the last complete line read. A
         trailing partial line is left for later."""
-        records, _, end = self.read_lines(start, limit)
+        records, _, end = self._read(start, limit, lines=False)
         return records, end
 
     def read_lines(self, start: int, limit: int = _READ_LIMIT
@@ -237,6 +237,10 @@ class UsageOutbox:
         them (one after the other, each ending in a newline) when they were all
         appended by this process; ``None`` when read from the file (they may
         be older lines, or damaged)."""
+        return self._read(start, limit, lines=True)
+
+    def _read(self, start: int, limit: int, *, lines: bool
+              ) -> tuple[list[UsageRecord], bytes | None, int]:
         cached = self._cached
         while cached and cached[0][1] <= start:  # flushed: nobody reads before start
             cached.popleft()
@@ -253,7 +257,7 @@ class UsageOutbox:
                     break
                 records.append(record)
                 end = last
-            return records, bytes(self._tail[:end - start]), end
+            return records, bytes(self._tail[:end - start]) if lines else None, end
         with open(self.path, "rb") as f:
             f.seek(start)
             chunk = f.read(limit)
