@@ -245,8 +245,7 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
     reads and writes see one snapshot, and SQLite refuses the write if another
     writer committed after it (so nothing can slip in between)."""
     values, lines = await _sqlite_rows(unique)
-    raw = (await conn.get_raw_connection()).driver_connection  # aiosqlite, our transaction
-    assert raw is not None
+    raw = await _driver(conn)  # aiosqlite, in our transaction
 
     async def top(table: str) -> int:
         async with raw.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}") as cur:
@@ -299,7 +298,7 @@ def _pg_payload(records: Sequence[UsageRecord], lines: bytes | None) -> str:
 
 
 async def _driver(conn: AsyncConnection) -> Any:
-    raw = (await conn.get_raw_connection()).driver_connection  # asyncpg
+    raw = (await conn.get_raw_connection()).driver_connection  # the DBAPI driver's own
     assert raw is not None
     return raw
 
