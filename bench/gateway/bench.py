@@ -40,6 +40,19 @@ from procs import (
 
 BODY = {"model": MODEL, "max_tokens": 32,
         "messages": [{"role": "user", "content": "benchmark the gateway, please"}]}
+_FILLER = ("Summarize the following notes on routing inference requests by price and "
+           "latency, keeping every figure exact. ")
+PROMPT_BYTES = 0
+"""``--prompt-bytes``: the user message padded with English to about this size."""
+
+
+def request_body(stream: bool) -> bytes:
+    """The benchmark's chat request (its message padded to ``PROMPT_BYTES``)."""
+    body: dict[str, Any] = {**BODY, "stream": stream}
+    if len(BODY["messages"][0]["content"]) < PROMPT_BYTES:
+        text = (_FILLER * (PROMPT_BYTES // len(_FILLER) + 1))[:PROMPT_BYTES]
+        body["messages"] = [{"role": "user", "content": text}]
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -50,7 +63,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _measure(proc: Proc, stream: bool, conc: int, n: int, warmup: int) -> dict[str, Any]:
-    body = json.dumps({**BODY, "stream": stream}, separators=(",", ":")).encode()
+    body = request_body(stream)
     cpu0 = proc.cpu_s()
     point: Point = await run_point("127.0.0.1", proc.port, proc.path, body, proc.headers,
                                    concurrency=conc, requests=n, warmup=warmup, stream=stream)
@@ -93,7 +106,7 @@ def _print_point(mode: str, conc: int, row: dict[str, dict[str, Any]]) -> None:
 
 async def _soak(proc: Proc, total: int, conc: int) -> list[tuple[int, float]]:
     """RSS after 10,000 non-stream requests and after ``total``."""
-    body = json.dumps(BODY, separators=(",", ":")).encode()
+    body = request_body(False)
     marks, done = [], 0
     for target in (10_000, total):
         if target <= done:
@@ -170,9 +183,14 @@ def main() -> None:
                     help="comma-separated targets")
     ap.add_argument("--litellm", type=Path, default=Path("/tmp/litellm-venv/bin/litellm"))
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--prompt-bytes", type=int, default=0,
+                    help="pad the chat message with English to this many bytes (an 8 KB "
+                         "prompt is about 2,000 tokens)")
     ap.add_argument("--cambist-variants", type=lambda s: [v for v in s.split(",") if v],
                     default=[], help="also measure these Cambist variants (uvloop)")
     args = ap.parse_args()
+    global PROMPT_BYTES
+    PROMPT_BYTES = args.prompt_bytes
     only = set(args.only.split(","))
     try:
         import uvloop
@@ -202,7 +220,8 @@ def main() -> None:
             print(f"gateway core {args.gateway_core}, client+mock core {args.client_core}; "
                   f"{args.requests} requests per point ({args.litellm_requests} for LiteLLM) "
                   f"after {args.warmup} warm-up; {args.events} SSE events per stream; "
-                  f"mock latency {args.latency_ms} ms")
+                  f"mock latency {args.latency_ms} ms; "
+                  f"request body {len(request_body(False))} bytes")
             results = asyncio.run(_run(args, targets))
         finally:
             for p in reversed(procs):

@@ -12,6 +12,7 @@ chat format.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,8 +29,9 @@ def split_pieces(text: str) -> list[str]:
     return _PIECE.findall(text)
 
 
-def count_text_tokens(text: str) -> int:
-    """Tokens in ``text`` under the module's rule."""
+def _by_pieces(text: str) -> int:
+    """The rule, one step per piece: text mostly outside ASCII (whose pieces
+    are long runs in CJK scripts) is counted this way."""
     total = 0
     for piece in _PIECE.findall(text):
         if piece[0].isalnum() or piece[0] == "_":
@@ -37,6 +39,71 @@ def count_text_tokens(text: str) -> int:
         else:
             total += 1
     return total
+
+
+# Other text is counted without a Python step per piece.
+_IS_WORD, _IS_SPACE = re.compile(r"\w"), re.compile(r"\s")
+
+
+def _class_of(char: str) -> str:
+    """The class letter of one character, as the rule's regex classes it:
+    ``a`` word, space, ``.`` symbol."""
+    if _IS_WORD.match(char):
+        return "a"
+    return " " if _IS_SPACE.match(char) else "."
+
+
+# Each ASCII character's class letter (one byte each), for bytes.translate.
+_ASCII_CLASSES = bytes(ord(_class_of(chr(i))) for i in range(128)) + b"." * 128
+_SEEN: dict[str, str] = {}  # class letters of non-ASCII characters met so far
+_CLASSING = "cambist.token-class"
+
+
+def _class_run(err: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: a run of non-ASCII characters as class letters."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    letters = []
+    for char in err.object[err.start:err.end]:
+        letter = _SEEN.get(char)
+        if letter is None:
+            if len(_SEEN) >= 4096:
+                _SEEN.clear()
+            letter = _SEEN[char] = _class_of(char)
+        letters.append(letter)
+    return "".join(letters), err.end
+
+
+codecs.register_error(_CLASSING, _class_run)
+
+# Typographic characters common in English text, classed up front with
+# str.replace (a scan in C each): the error handler is a Python call per run.
+_TYPOGRAPHIC = tuple((c, _class_of(c)) for c in "\u2014\u2013\u201c\u201d\u2018\u2019"
+                     "\u2026\u2022\u00a0\u00b7\u00ab\u00bb")
+
+
+def count_text_tokens(text: str) -> int:
+    """Tokens in ``text`` under the module's rule.
+
+    Text mostly in ASCII is counted by bytes operations in C: each character
+    becomes its class letter (the few others classed first), then whole
+    quarters of word runs, the runs' remainders and the symbols are counted:
+    about 10x faster than a Python step per piece on 8 KB of English, 25x on
+    JSON (``bench/tokens.py``). Text mostly outside ASCII is counted piece by
+    piece."""
+    if not text.isascii():
+        extra = len(text.encode("utf-8", "surrogatepass")) - len(text)
+        if extra * 16 > len(text):  # more than a few percent outside ASCII
+            return _by_pieces(text)
+        for char, letter in _TYPOGRAPHIC:
+            if char in text:
+                text = text.replace(char, letter)
+    # The ASCII encoder calls _class_run once per run of other characters.
+    classes = text.encode("ascii", _CLASSING).translate(_ASCII_CLASSES)
+    rest = classes.replace(b"aaaa", b"")  # each word run keeps its length mod 4
+    quarters = (len(classes) - len(rest)) // 4
+    remainders = rest.count(b" a") + rest.count(b".a") + rest.startswith(b"a")
+    return quarters + remainders + classes.count(b".")
 
 
 def _content_text(content: Any) -> str:

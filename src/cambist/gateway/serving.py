@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from cambist.domain.billing import Principal
 from cambist.domain.endpoint import PRIVACY_TIERS
-from cambist.domain.ids import new_id
+from cambist.domain.ids import ordered_id
 from cambist.domain.money import quantize_usd
 from cambist.gateway.deps import GatewayDeps
 from cambist.gateway.errors import (
@@ -170,7 +170,7 @@ class GatewayService:
         deps = self._deps
         started = time.monotonic()
         created_at = deps.clock.now()
-        request_id = new_id("req", 12)
+        request_id = ordered_id("req", created_at)  # sorts by time: bulk inserts append
         request.state.request_id = request_id
         principal = self.authenticate(request)
         if principal.tenant_id is None:
