@@ -20,6 +20,24 @@ def test_split_events_keeps_partial_events_for_the_next_read() -> None:
     assert events == [b"data: 3", b": keep-alive"] and rest == b""
 
 
+def _split_by_stripping(buf: bytes) -> tuple[list[bytes], bytes]:
+    """The reference: line ends normalised, split at blank lines, every part
+    stripped of newlines and the empty ones dropped."""
+    keep_cr = buf.endswith(b"\r")
+    body = (buf[:-1] if keep_cr else buf).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    parts = body.split(b"\n\n")
+    rest = parts.pop() + (b"\r" if keep_cr else b"")
+    return [p.strip(b"\n") for p in parts if p.strip(b"\n")], rest
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"data: 1", b"data: {}", b"\n", b"\r", b"\r\n", b"\n\n",
+                                 b": keep-alive", b"event: x"]), max_size=16))
+def test_split_events_cuts_as_stripping_every_part_would(parts: list[bytes]) -> None:
+    buf = b"".join(parts)
+    assert split_events(buf) == _split_by_stripping(buf)
+
+
 def test_split_events_normalises_crlf_even_split_across_reads() -> None:
     events, rest = split_events(b"event: x\r\ndata: 1\r\n\r\ndata: 2\r")
     assert events == [b"event: x\ndata: 1"] and rest == b"data: 2\r"

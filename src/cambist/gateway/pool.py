@@ -111,7 +111,7 @@ def split_events(buf: bytes) -> tuple[list[bytes], bytes]:
     else:
         parts = buf.split(b"\n\n")
         rest = parts.pop()
-    return [p.strip(b"\n") for p in parts if p.strip(b"\n")], rest
+    return [q for p in parts if (q := p.strip(b"\n"))], rest
 
 
 class UpstreamPool:

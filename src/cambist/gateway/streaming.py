@@ -63,11 +63,15 @@ def _first_notable(joined: bytes) -> int:
     total = joined.count(key, 0, end)
     if not total:
         return first
-    nulls = joined.count(b'"usage":null', 0, end) + joined.count(b'"usage": null', 0, end)
+    nulls = joined.count(b'"usage":null', 0, end)  # compact JSON: the usual spelling
     if nulls == total:
         return first
-    if total == nulls + joined.count(b'"usage":{', 0, end):
-        return joined.find(b'"usage":{', 0, end)  # the usual report, as compact JSON
+    report = joined.find(b'"usage":{', 0, end)
+    if report >= 0 and total == nulls + joined.count(b'"usage":{', report, end):
+        return report  # the usual report, as compact JSON
+    nulls += joined.count(b'"usage": null', 0, end)
+    if nulls == total:
+        return first
     at = joined.find(key, 0, end)
     while at >= 0:  # any other spelling: walk the occurrences
         after = at + len(key)
