@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import itertools
 import socket
@@ -372,6 +373,40 @@ async def test_a_stale_connection_is_retried_only_once(
     assert caught.value.reason == "read"
     assert up.accepted == 2 and len(up.requests) == 3  # sent twice, no more
     assert wire_of(pool)._open == 0
+
+
+async def test_failed_exchanges_leave_no_cycles(serve: Serve, pool: UpstreamPool) -> None:
+    """A connection that failed is freed as soon as nothing refers to it: the
+    errors raised are copies (a raised error's traceback holds the frames that
+    hold the connection) and a closed connection's parser calls nothing."""
+    answer = {"n": 0}
+
+    async def handler(up: Upstream, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        await up.next_request(reader)
+        if answer["n"] == 0:
+            answer["n"] += 1
+            writer.write(response(b"ok"))
+            await up.next_request(reader)  # the reuse: dropped
+
+    up = await serve(handler)
+    assert await fetch(pool, up.url()) == (200, b"ok")
+    gc.collect()
+    gc.disable()  # what is freed now is freed by reference counting alone
+    try:
+        try:
+            await pool.post(up.url(), b"{}", {}, **FAST)
+        except TransportError as exc:
+            assert exc.reason == "read"
+        else:
+            raise AssertionError("the dropped request should fail")
+        for _ in range(3):
+            await asyncio.sleep(0)  # the loop's callbacks of the failure have run
+        closed = [o for o in gc.get_objects()
+                  if isinstance(o, wire_module.Connection) and o.closed]
+        assert closed == []
+    finally:
+        gc.enable()
 
 
 async def test_a_connection_reset_mid_body_is_a_read_error(

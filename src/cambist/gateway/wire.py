@@ -48,6 +48,10 @@ class WireError(ConnectionError):
         self.reason = reason
         self.fresh = fresh
 
+    def copy(self) -> WireError:
+        """A new error saying the same (without this one's traceback)."""
+        return WireError(self.reason, self.fresh)
+
 
 @dataclass(frozen=True, slots=True)
 class Origin:
@@ -77,6 +81,10 @@ class Origin:
     def key(self) -> tuple[str, str, int]:
         """Connections are shared per (scheme, host, port)."""
         return (self.scheme, self.host, self.port)
+
+
+_NO_CALLBACKS = object()
+"""What a closed connection's parser reports to: nothing."""
 
 
 class Connection(asyncio.Protocol):
@@ -123,6 +131,11 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # The parser calls back into this connection (a reference cycle): swap
+        # it for one that calls nothing, so a closed connection is freed by
+        # reference counting, not left to the collector (an upstream that
+        # closes every connection would leave one such cycle per request).
+        self._parser = httptools.HttpResponseParser(_NO_CALLBACKS)
         if self._head_done and self._until_eof and not self.complete:
             self.complete = True  # a body delimited by the connection's end
             self._wake()
@@ -176,7 +189,11 @@ class Connection(asyncio.Protocol):
             self._error = error
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+            waiter.set_exception(error.copy())
+
+    # Raised errors are copies: a raised exception's traceback holds the frames
+    # that hold this connection, so keeping the raised one here would leave a
+    # reference cycle for the collector per failed exchange.
 
     def _close_transport(self) -> None:
         self.closed = True
@@ -188,13 +205,16 @@ class Connection(asyncio.Protocol):
 
     async def _wait(self, timeout_s: float | None) -> None:
         if self._error is not None:
-            raise self._error
+            raise self._error.copy()
         waiter = self._waiter = self._loop.create_future()
         timer = self._loop.call_later(timeout_s, self._expire) if timeout_s else None
         try:
             await waiter
         finally:
             self._waiter = None
+            # A raised error's traceback keeps this frame: it must not keep the
+            # future holding that error too (a reference cycle).
+            del waiter
             if timer is not None:
                 timer.cancel()
 
