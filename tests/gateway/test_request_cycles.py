@@ -16,10 +16,14 @@ collector settings are process-wide."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tests.services import postgres_database, require_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +71,7 @@ SCRIPT = textwrap.dedent('''
         url = "http://127.0.0.1:%d/v1" % up_sock.getsockname()[1]
         (home / "config.toml").write_text(
             "\\n".join(line.strip() for line in CONFIG.format(url=url, model=MODEL).splitlines()))
-        settings = load_settings(home=home, environ={})
+        settings = load_settings(home=home, environ=json.loads(sys.argv[3]))
         ex = await open_exchange(settings, "gateway")
         tenant = await ex.keyring.create_tenant("cycles")
         _, key = await ex.keyring.create_key(tenant, "inference", "cycles")
@@ -144,16 +148,42 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_serving_leaves_no_cycles_of_cambist_objects(tmp_path: Path) -> None:
+def _leftovers(home: Path, environ: dict[str, str]) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMBIST_")}
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path), "12"], capture_output=True, text=True,
-        timeout=120, cwd=ROOT, env={**_env(), "PYTHONPATH": str(ROOT)})
+        [sys.executable, "-c", SCRIPT, str(home), "12", json.dumps(environ)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-4000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_serving_leaves_no_cycles_of_cambist_objects(tmp_path: Path) -> None:
+    report = _leftovers(tmp_path, {})
     assert report["ours"] == 0, report
 
 
-def _env() -> dict[str, str]:
-    import os
+def test_serving_on_postgres_and_redis_leaves_no_cycles(tmp_path: Path) -> None:
+    """The same with the shared wallet and limits (pushes to Redis) and the
+    flusher writing to PostgreSQL."""
+    from redis import Redis
 
-    return {k: v for k, v in os.environ.items() if not k.startswith("CAMBIST_")}
+    redis = require_redis()
+    prefix = f"cambist-test-cycles-{secrets.token_hex(4)}"
+    try:
+        with postgres_database() as url:
+            report = _leftovers(tmp_path, {
+                "CAMBIST_DATABASE_URL": url.replace("postgresql://", "postgresql+asyncpg://", 1),
+                "CAMBIST_REDIS_URL": redis,
+                "CAMBIST_REDIS_PREFIX": prefix,
+            })
+    finally:
+        client = Redis.from_url(redis)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    assert report["ours"] == 0, report
