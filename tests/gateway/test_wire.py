@@ -352,10 +352,8 @@ async def test_a_new_connection_closed_without_an_answer_is_a_read_error(
         wire.close()
 
 
-async def test_a_stale_connection_is_retried_only_once(
-        serve: Serve, pool: UpstreamPool) -> None:
-    """Only the first request on a connection is ever answered: the retry, on a
-    new connection, is answered; a server that drops even that is an error."""
+def answer_first_request_only() -> Handler:
+    """Answer the first request on the first connection; drop every other."""
     answer = {"n": 0}
 
     async def handler(up: Upstream, reader: asyncio.StreamReader,
@@ -366,7 +364,14 @@ async def test_a_stale_connection_is_retried_only_once(
             writer.write(response(b"ok"))
             await up.next_request(reader)  # the reuse: dropped
 
-    up = await serve(handler)
+    return handler
+
+
+async def test_a_stale_connection_is_retried_only_once(
+        serve: Serve, pool: UpstreamPool) -> None:
+    """Only the first request on a connection is ever answered: the retry, on a
+    new connection, is answered; a server that drops even that is an error."""
+    up = await serve(answer_first_request_only())
     assert await fetch(pool, up.url()) == (200, b"ok")
     with pytest.raises(TransportError) as caught:
         await pool.post(up.url(), b"{}", {}, **FAST)
@@ -379,17 +384,7 @@ async def test_failed_exchanges_leave_no_cycles(serve: Serve, pool: UpstreamPool
     """A connection that failed is freed as soon as nothing refers to it: the
     errors raised are copies (a raised error's traceback holds the frames that
     hold the connection) and a closed connection's parser calls nothing."""
-    answer = {"n": 0}
-
-    async def handler(up: Upstream, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        await up.next_request(reader)
-        if answer["n"] == 0:
-            answer["n"] += 1
-            writer.write(response(b"ok"))
-            await up.next_request(reader)  # the reuse: dropped
-
-    up = await serve(handler)
+    up = await serve(answer_first_request_only())
     assert await fetch(pool, up.url()) == (200, b"ok")
     gc.collect()
     gc.disable()  # what is freed now is freed by reference counting alone
