@@ -115,6 +115,7 @@ class OutboxFlusher:
                 "is another process flushing the same outbox?"
             )
         self._position = new
+        self.outbox.release(end)
         self.flushed += len(records)
         return max(len(records), 1 if end > start else 0)
 

@@ -239,16 +239,27 @@ class UsageOutbox:
         be older lines, or damaged)."""
         return self._read(start, limit, lines=True)
 
-    def _read(self, start: int, limit: int, *, lines: bool
-              ) -> tuple[list[UsageRecord], bytes | None, int]:
+    def release(self, end: int) -> None:
+        """Drop the cached records (and their lines) that end by byte ``end``:
+        they are committed, nobody reads before it again. The flusher calls
+        this once a batch is committed, so cached records live one flush
+        interval, not two: records kept among a request's short-lived objects
+        cost the gateway's other work its caches (keeping 800 more records
+        added ~20 µs of CPU a request, 3,000 ~36 µs: bench/README.md,
+        *Gateway scale-out*)."""
         cached = self._cached
-        while cached and cached[0][1] <= start:  # flushed: nobody reads before start
+        while cached and cached[0][1] <= end:
             cached.popleft()
         if not cached:
             self._tail.clear()
         elif cached[0][0] > self._tail_at:
             del self._tail[:cached[0][0] - self._tail_at]
             self._tail_at = cached[0][0]
+
+    def _read(self, start: int, limit: int, *, lines: bool
+              ) -> tuple[list[UsageRecord], bytes | None, int]:
+        self.release(start)  # flushed: nobody reads before start
+        cached = self._cached
         records: list[UsageRecord] = []
         if cached and cached[0][0] == start:
             end = start
