@@ -39,7 +39,7 @@ def ordered_id(prefix: str, at: float) -> str:
     Ids made from increasing times sort in the order they were made, so rows
     keyed by them (a request's ``usage`` row and journal entry) are appended at
     the right edge of their indexes instead of touching a random page each:
-    about 40% less CPU per usage record flushed into SQLite
+    about a quarter less CPU per usage record flushed into SQLite
     (``bench/usage_ids.py``). Unique: within a process the sequence never
     repeats (2**64 ids), and two processes (forked ones re-seed) collide only
     if their random starts fall within as many ids of each other in the same

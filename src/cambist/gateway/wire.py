@@ -189,11 +189,10 @@ class Connection(asyncio.Protocol):
             self._error = error
         waiter = self._waiter
         if waiter is not None and not waiter.done():
+            # Raised errors are copies: a raised error's traceback holds the
+            # frames that hold this connection, so keeping the raised one in
+            # _error would leave a reference cycle per failed exchange.
             waiter.set_exception(error.copy())
-
-    # Raised errors are copies: a raised exception's traceback holds the frames
-    # that hold this connection, so keeping the raised one here would leave a
-    # reference cycle for the collector per failed exchange.
 
     def _close_transport(self) -> None:
         self.closed = True
