@@ -4,7 +4,6 @@ processes, and the reset at the next period, on a manual clock."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -55,7 +54,7 @@ async def budgets(engine: AsyncEngine, clock: ManualClock, outbox: UsageOutbox) 
 
 
 def _rec(make: Make, rid: str, key: str, price: str, at: float = JAN_1) -> UsageRecord:
-    return dataclasses.replace(make(rid, price=price, created_at=at), key_id=key)
+    return make(rid, price=price, created_at=at)._replace(key_id=key)
 
 
 async def _alerts(engine: AsyncEngine) -> list[dict]:

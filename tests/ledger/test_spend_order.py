@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -298,7 +297,7 @@ async def test_load_rebuilds_counters_from_usage_and_outbox(books: Books) -> Non
 
 def test_old_outbox_lines_decode_as_all_prepaid() -> None:
     r = record("old", "0.5", 1.0)
-    data = orjson.loads(encode_record(replace(r, allowance_micros=7, pool_micros=9)))
+    data = orjson.loads(encode_record(r._replace(allowance_micros=7, pool_micros=9)))
     assert data[-2:] == [7, 9]  # the last two fields of a line
     old = decode_record(orjson.dumps(data[:-2]))  # a line written before they existed
     assert (old.allowance_micros, old.pool_micros) == (0, 0)

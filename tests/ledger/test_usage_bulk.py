@@ -10,7 +10,6 @@ last), and nothing a second time.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -133,7 +132,7 @@ async def test_money_rounds_as_to_micros(journal: Journal, with_lines: bool) -> 
     passed as the outbox holds them or encoded from the records."""
     amounts = _amounts(150)
     records = [_rec(i, "0") for i in range(len(amounts))]
-    records = [replace(r, price=a, compute_cost=amounts[-1 - i])
+    records = [r._replace(price=a, compute_cost=amounts[-1 - i])
                for i, (r, a) in enumerate(zip(records, amounts, strict=True))]
     lines = b"".join(encode_record(r) for r in records) if with_lines else None
     async with journal.engine.begin() as conn:

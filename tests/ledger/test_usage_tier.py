@@ -5,7 +5,6 @@ table on both backends, and back out of the usage queries."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -30,7 +29,7 @@ OLD_LINE = (
 
 
 def test_tier_round_trips_through_a_line(make_record: Make) -> None:
-    rec = replace(make_record("req_zr"), privacy_tier="zero_retention")
+    rec = make_record("req_zr")._replace(privacy_tier="zero_retention")
     line = encode_record(rec)
     assert "zero_retention" in orjson.loads(line)
     assert decode_record(line) == rec
@@ -50,10 +49,10 @@ async def test_flush_writes_each_tier_and_queries_filter_by_it(
     """Runs on SQLite (multi-row INSERT) and PostgreSQL (unnest arrays)."""
     box = UsageOutbox(tmp_path / "usage.outbox")
     try:
-        box.append(replace(make_record("req_zr", created_at=300.0),
-                           privacy_tier="zero_retention"))
-        box.append(replace(make_record("req_conf", created_at=200.0),
-                           privacy_tier="confidential"))
+        box.append(make_record("req_zr", created_at=300.0)._replace(
+            privacy_tier="zero_retention"))
+        box.append(make_record("req_conf", created_at=200.0)._replace(
+            privacy_tier="confidential"))
         box.append(make_record("req_std", created_at=100.0))
         with open(box.path, "ab") as f:  # left behind by an older version
             f.write(OLD_LINE)

@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -44,13 +44,13 @@ __all__ = [
 log = logging.getLogger("cambist.ledger.outbox")
 
 _HEADER_TAG = "cambist_outbox"
-_FIELDS = frozenset(f.name for f in fields(UsageRecord))
+_FIELDS = frozenset(UsageRecord._fields)
 _READ_LIMIT = 4 << 20
 _CACHED_MAX = 200_000
 """Appended records kept decoded for the flusher (a few hundred bytes each)."""
 
 
-_FIELD_ORDER = tuple(f.name for f in fields(UsageRecord))
+_FIELD_ORDER = UsageRecord._fields
 _DECIMAL_FIELDS = ("price", "compute_cost")
 
 

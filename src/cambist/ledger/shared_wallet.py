@@ -83,7 +83,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import replace
 from decimal import Decimal
 
 from redis.asyncio import Redis
@@ -324,7 +323,7 @@ class SharedWallet(TenantWallet):
         if t in self._claims:  # this process claimed grants for the tenant
             allowance, pool = self._split(t, charge, record.created_at)
         if allowance or pool or record.allowance_micros or record.pool_micros:
-            record = replace(record, allowance_micros=allowance, pool_micros=pool)
+            record = record._replace(allowance_micros=allowance, pool_micros=pool)
         self._outbox.append(record)  # durable first: if this fails the hold stays
         self._drop_hold(reservation.id)
         if allowance:

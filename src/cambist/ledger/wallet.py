@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import replace
 from decimal import Decimal
 
 from cambist.domain.billing import Reservation
@@ -201,7 +200,7 @@ class TenantWallet:
         allowance, pool = self._grants.split(record.tenant_id, charge, record.created_at,
                                              self._clock.now())
         if allowance or pool or record.allowance_micros or record.pool_micros:
-            record = replace(record, allowance_micros=allowance, pool_micros=pool)
+            record = record._replace(allowance_micros=allowance, pool_micros=pool)
         self._outbox.append(record)  # durable first: if this fails the hold stays
         self._drop_hold(reservation.id)
         self._grants.count(record)
