@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -278,6 +279,32 @@ async def test_reads_from_memory_agree_with_the_file(tmp_path: Path, make_record
         later = make_record("req_after", price="0.001")
         box.append(later)
         assert box.read(box.start_of(new)) == ([later], os.path.getsize(path))
+    finally:
+        box.close()
+
+
+def test_appended_records_are_not_kept(tmp_path: Path, make_record: Make) -> None:
+    """The outbox keeps the lines, not the records: a record lives no longer
+    than the request that made it (records kept for the flusher cost the
+    gateway's other work its caches), yet reads from memory give it back
+    equal, and the flusher and the reporter reading the same batch decode it
+    once."""
+    box = UsageOutbox(tmp_path / "usage.outbox")
+    try:
+        start = box.start_of(OutboxPosition(box.generation, 0))
+        record = make_record("req_kept", price="0.0123")._replace(ttft_ms=12.5, stream=True)
+        before = sys.getrefcount(record)
+        box.append(record)
+        assert sys.getrefcount(record) == before
+        box.append(make_record("req_next", price="0"))
+        got, lines, end = box.read_lines(start)
+        assert got[0] == record and got[0] is not record and lines is not None
+        again, end_again = box.read(start, end - start)
+        assert again is got and end_again == end  # the flusher's batch, reported
+        first, mid = box.read(start, len(lines.split(b"\n")[0]) + 1)
+        assert first == [record] and mid < end
+        box.release(end)
+        assert box.read(end) == ([], end)
     finally:
         box.close()
 
