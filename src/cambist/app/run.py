@@ -28,7 +28,8 @@ from cambist.config import Settings
 from cambist.gateway.app import gateway_fast_path
 
 __all__ = [
-    "YOUNG_GC_THRESHOLD", "PortInUse", "banner", "bind", "run", "serve", "settle_collector",
+    "MMAP_THRESHOLD", "YOUNG_GC_THRESHOLD", "PortInUse", "banner", "bind", "run", "serve",
+    "settle_allocator", "settle_collector",
     "setup_logging",
 ]
 
@@ -181,14 +182,24 @@ def settle_collector() -> None:
     gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
 
 
-def _one_malloc_arena() -> None:
-    """Ask glibc's allocator for one arena (as ``MALLOC_ARENA_MAX=1``).
+def settle_allocator() -> None:
+    """Set glibc's allocator for a long-running server (a no-op off glibc).
 
-    glibc gives threads their own arenas; the SQLite driver's thread
-    allocating and freeing beside the event loop's left the gateway's resident
-    memory 20 MiB higher after 100,000 requests (121 -> 142 MiB, still
-    rising) where one arena holds it at +5% (``bench/gateway``). The GIL keeps
-    the two threads from contending for it. A no-op off glibc."""
+    One arena (as ``MALLOC_ARENA_MAX=1``): glibc gives threads their own
+    arenas; the SQLite driver's thread allocating and freeing beside the
+    event loop's left the gateway's resident memory 20 MiB higher after
+    100,000 requests (121 -> 142 MiB, still rising) where one arena holds it
+    at +5% (``bench/gateway``). The GIL keeps the two threads from contending
+    for it.
+
+    A fixed mmap threshold of 128 KiB (as ``MALLOC_MMAP_THRESHOLD_``): glibc
+    raises the threshold to the size of each mapped block freed, so after the
+    first flush batch (a few hundred KiB of JSON, a few times a second) every
+    later one came from the heap, between the requests' small blocks, and
+    the heap could not shrink: +7 MiB over 30,000 requests (resident 122 ->
+    133 MiB from 10,000 to 100,000 requests; 116 -> 120 with the threshold
+    fixed, ``bench/gateway``). A block that large is rare on a request's path
+    (a body over 128 KiB), and a mapping costs little beside its handling."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -196,15 +207,20 @@ def _one_malloc_arena() -> None:
     except (OSError, AttributeError):
         return  # another C library: its own allocator policy stands
     mallopt(_M_ARENA_MAX, 1)
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 _M_ARENA_MAX = -8  # glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 << 10
+"""Blocks at least this large are mapped and unmapped on their own (glibc's
+initial threshold, kept fixed)."""
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on uvloop (measured faster for the gateway in bench/gateway),
     or asyncio's own loop where uvloop is not installed."""
-    _one_malloc_arena()
+    settle_allocator()
     try:
         import uvloop
     except ImportError:
