@@ -253,10 +253,10 @@ def _filled(path: Path, make_record: Make, n: int
     return box, start, records
 
 
-async def test_reads_from_memory_agree_with_the_file(tmp_path: Path, make_record: Make) -> None:
-    """The appending process reads its own records back from memory; another
-    reader (a restart) decodes the file: both see the same records and ends,
-    in batches, across a partial read and a rotation."""
+async def test_the_appender_and_a_restart_read_alike(tmp_path: Path, make_record: Make
+                                                     ) -> None:
+    """The appending process and another reader (a restart) see the same
+    records and ends, in batches, across a partial read and a rotation."""
     path = tmp_path / "usage.outbox"
     box, start, records = _filled(path, make_record, 40)
     try:
@@ -269,7 +269,7 @@ async def test_reads_from_memory_agree_with_the_file(tmp_path: Path, make_record
                 assert got_mem == records[:len(got_mem)] and got_mem
         finally:
             fresh.close()
-        # reading on from a committed position: the earlier records leave memory
+        # reading on from a position
         half, mid = box.read(start, 2_000)
         rest, end = box.read(mid)
         assert half + rest == records and end == os.path.getsize(path)
@@ -284,11 +284,10 @@ async def test_reads_from_memory_agree_with_the_file(tmp_path: Path, make_record
 
 
 def test_appended_records_are_not_kept(tmp_path: Path, make_record: Make) -> None:
-    """The outbox keeps the lines, not the records: a record lives no longer
-    than the request that made it (records kept for the flusher cost the
-    gateway's other work its caches), yet reads from memory give it back
-    equal, and the flusher and the reporter reading the same batch decode it
-    once."""
+    """The outbox keeps no record: a record lives no longer than the request
+    that made it (records kept for the flusher cost the gateway's other work
+    its caches), yet reads give it back equal, and the flusher and the
+    reporter reading the same batch decode it once."""
     box = UsageOutbox(tmp_path / "usage.outbox")
     try:
         start = box.start_of(OutboxPosition(box.generation, 0))
@@ -309,10 +308,29 @@ def test_appended_records_are_not_kept(tmp_path: Path, make_record: Make) -> Non
         box.close()
 
 
-async def test_lines_from_memory_are_the_file_bytes(tmp_path: Path, make_record: Make) -> None:
-    """The flusher sends the appending process's lines as they are: they must be
-    the bytes in the file, line for line; a reader of the file (a restart) gets
-    records only, and re-encodes them."""
+def test_reading_pending_records_leaves_the_flusher_its_batches(
+        tmp_path: Path, make_record: Make) -> None:
+    """A wallet reload reads every pending record (past the committed position,
+    in several reads): the flusher's batches are unchanged by it, their lines
+    sent as they are."""
+    box, start, records = _filled(tmp_path / "usage.outbox", make_record, 30)
+    try:
+        position = OutboxPosition(box.generation, start)
+        assert box.pending(position) == records
+        got, lines, end = box.read_lines(start, 2_000)
+        assert lines is not None and got == records[:len(got)] and 0 < len(got) < 30
+        assert box.pending(OutboxPosition(box.generation, end)) == records[len(got):]
+        rest, more, last = box.read_lines(end)
+        assert more is not None and got + rest == records
+        assert box.read_lines(last) == ([], b"", last)  # nothing after the end yet
+    finally:
+        box.close()
+
+
+async def test_lines_sent_are_the_file_bytes(tmp_path: Path, make_record: Make) -> None:
+    """The flusher sends the lines as they are in the file when each is one
+    :func:`encode_record` writes now, for the appending process and for a
+    reader after a restart alike, batch after batch and past a rotation."""
     path = tmp_path / "usage.outbox"
     box, start, records = _filled(path, make_record, 12)
     try:
@@ -321,11 +339,9 @@ async def test_lines_from_memory_are_the_file_bytes(tmp_path: Path, make_record:
         assert lines == b"".join(encode_record(r) for r in records)
         fresh = UsageOutbox(path)
         try:
-            assert fresh.read_lines(start) == (records, None, end)
+            assert fresh.read_lines(start) == (records, lines, end)
         finally:
             fresh.close()
-        # As the flusher moves on (in batches, past a rotation), what memory
-        # holds stays the file's bytes from the committed position.
         pos = start
         while True:
             got, lines, nxt = box.read_lines(pos, 700)
@@ -341,6 +357,34 @@ async def test_lines_from_memory_are_the_file_bytes(tmp_path: Path, make_record:
         at = box.start_of(new)
         got, lines, end = box.read_lines(at)
         assert got == later and lines == path.read_bytes()[at:end]
+    finally:
+        box.close()
+
+
+async def test_older_and_torn_lines_are_read_one_by_one(tmp_path: Path, make_record: Make
+                                                        ) -> None:
+    """A batch holding a line of an older version or a torn one is decoded line
+    by line (the torn one skipped and counted) and has no lines to send as
+    they are: the flusher re-encodes its records."""
+    path = tmp_path / "usage.outbox"
+    box, start, records = _filled(path, make_record, 3)
+    try:
+        old = make_record("req_old", price="0.5")
+        as_object = {k: str(v) if isinstance(v, Decimal) else v
+                     for k, v in old._asdict().items()}
+        shorter = orjson.loads(encode_record(make_record("req_short")))[:-1]  # no pool_micros
+        with open(path, "ab") as f:
+            f.write(orjson.dumps(as_object) + b"\n" + orjson.dumps(shorter) + b"\n")
+            f.write(encode_record(make_record("req_torn"))[:40] + b"\n")
+        box.append(make_record("req_last"))
+        got, lines, end = box.read_lines(start)
+        assert lines is None and end == os.path.getsize(path)
+        assert [r.request_id for r in got] == ["req_0", "req_1", "req_2", "req_old",
+                                               "req_short", "req_last"]
+        assert got[3] == old and box.skipped == 1
+        # The current lines before them still go as they are.
+        first, lines, _ = box.read_lines(start, len(encode_record(records[0])) * 3)
+        assert first == records and lines == b"".join(encode_record(r) for r in records)
     finally:
         box.close()
 

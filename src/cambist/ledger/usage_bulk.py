@@ -217,9 +217,21 @@ def _usage_values(r: UsageRecord) -> tuple[Any, ...]:
 
 
 _SLICE = 64
-"""Records converted per turn of the event loop while a batch is written: a
-batch of a few hundred converted at once held the loop for milliseconds, which
-showed in the gateway's tail latency (``bench/gateway``, concurrency 1)."""
+"""Records converted per turn of the event loop while a batch is written, and
+rows per statement sent to SQLite's thread: a batch of a few hundred converted
+at once held the loop for milliseconds, which showed in the gateway's tail
+latency (``bench/gateway``, concurrency 1)."""
+_SLICES = 16
+"""At most this many slices per table: a batch larger than ``_SLICE *
+_SLICES`` records (the flusher behind) goes in larger slices. Each slice
+waits for a turn of the event loop, several milliseconds when the gateway is
+saturated: a full batch (~4,300 records) in slices of 64 took 2-2.5 s there,
+flushing ~1,800 records a second while 3,500 arrived, so the backlog grew for
+as long as the load lasted."""
+
+
+def _slice(n: int) -> int:
+    return max(_SLICE, -(-n // _SLICES))
 
 
 async def _sqlite_rows(unique: dict[str, UsageRecord]
@@ -227,8 +239,9 @@ async def _sqlite_rows(unique: dict[str, UsageRecord]
     """Each record's ``usage`` row, and the journal lines of those with a price."""
     values: list[tuple[Any, ...]] = []
     lines: dict[str, list[tuple[str, int]]] = {}
+    step = _slice(len(unique))
     for i, (rid, r) in enumerate(unique.items()):
-        if i and not i % _SLICE:
+        if i and not i % step:
             await asyncio.sleep(0)
         values.append(_usage_values(r))
         if values[-1][9] != 0:  # price_micros
@@ -255,8 +268,9 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
     async def write(sql: str, rows: list[tuple[Any, ...]]) -> None:
         # In slices: SQLite's thread shares the gateway's core and its GIL, so
         # one long statement holds the event loop back for its whole run.
-        for at in range(0, len(rows), _SLICE):
-            await raw.executemany(sql, rows[at:at + _SLICE])
+        step = _slice(len(rows))
+        for at in range(0, len(rows), step):
+            await raw.executemany(sql, rows[at:at + step])
 
     before = await top("usage")
     await write(_SQLITE_USAGE, values)
