@@ -90,8 +90,8 @@ _ROW_LEN = len(_FIELD_ORDER)
 
 def _decode_lines(chunk: bytes, end: int) -> list[UsageRecord] | None:
     """The records of ``chunk[:end]`` (complete lines) decoded as one JSON
-    array, about 2.5 µs a record where :func:`decode_record` line by line
-    takes several times that; ``None`` unless every line is an array of
+    array (1.2-2.4 µs a record warm, against ~3 for :func:`decode_record` line
+    by line, and one call for the batch); ``None`` unless every line is an array of
     exactly :class:`UsageRecord`'s fields as :func:`encode_record` writes
     them (older lines, a line torn by a crash: decode those one by one)."""
     # A line's only raw newline is its end (JSON escapes those in strings),
