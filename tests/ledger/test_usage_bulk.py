@@ -144,3 +144,32 @@ async def test_money_rounds_as_to_micros(journal: Journal, with_lines: bool) -> 
     for r in records:
         assert rows[r.request_id] == (to_micros(r.price), to_micros(r.compute_cost)), r.price
     assert await journal.check() == []
+
+
+@pytest.mark.parametrize("n", [200, 3_000])
+async def test_sqlite_batches_go_in_slices(journal: Journal, n: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's rows go to its thread in slices of 64 (each a turn of the event
+    loop), and a batch too large for 16 of them (a flusher fallen behind) in
+    16 larger ones, so it catches up in a bounded number of turns."""
+    if journal.engine.dialect.name != "sqlite":
+        pytest.skip("the slices are SQLite's (PostgreSQL writes a batch in one statement)")
+    import aiosqlite
+
+    sent: dict[str, list[int]] = {}
+    executemany = aiosqlite.Connection.executemany
+
+    def counting(self: aiosqlite.Connection, sql: str, rows: list[tuple[object, ...]]
+                 ) -> object:
+        sent.setdefault(sql.split(" INTO ")[1].split()[0], []).append(len(rows))
+        return executemany(self, sql, rows)
+
+    monkeypatch.setattr(aiosqlite.Connection, "executemany", counting)
+    records = [_rec(i, "0.000300") for i in range(n)]
+    async with journal.engine.begin() as conn:
+        assert await write_usage(conn, journal, records, 1.0) == n
+    assert set(sent) == {"usage", "journal_entries", "journal_lines"}
+    for rows in sent.values():
+        assert sum(rows) in (n, 2 * n)  # usage rows and entries; two lines per entry
+        assert len(rows) == (-(-sum(rows) // 64) if sum(rows) <= 64 * 16 else 16)
+    assert await journal.check() == []
