@@ -4,6 +4,7 @@ times out; both are metered for what was delivered."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -71,3 +72,19 @@ async def test_idle_timeout_is_per_upstream(gw: Harness) -> None:
     r = await gw.client.post("/v1/chat/completions", json=chat_body(stream=True))
     assert r.headers["x-cambist-endpoint"] == "ep_fast"
     assert '"upstream_error"' not in r.text and r.text.endswith("data: [DONE]\n\n")
+
+
+async def test_events_are_forwarded_as_they_arrive(gw: Harness) -> None:
+    """No buffering: each event reaches the client when the upstream sends it,
+    so the content events arrive spread over the upstream's pace (bunched at
+    the end if the relay held them)."""
+    up = await gw.upstream("a")
+    up.chunk_delay_s = 0.1  # ten content events over ~1 s
+    arrivals: list[float] = []
+    async with gw.client.stream("POST", "/v1/chat/completions",
+                                json=chat_body(stream=True)) as r:
+        async for line in r.aiter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == len(PIECES)
+    assert arrivals[-1] - arrivals[0] >= 0.5 * (len(PIECES) - 1) * up.chunk_delay_s
