@@ -194,9 +194,17 @@ def test_kill9_during_deploy_is_reconciled(tmp_path: Path) -> None:
         assert ex.port not in _listening_ports(rec["pid"]), f"engine {rec['pid']} holds it"
     ex.kill9()
     ex2 = ExchangeProcess(tmp_path / "home", port=ex.port).start()
+    seen: list[dict] = []
+
+    def ready() -> dict | None:
+        seen.append(_deployment(ex2, "crash"))
+        return seen[-1] if seen[-1]["state"] == "ready" else None
+
     try:
-        d = _wait(lambda: (lambda d: d if d["state"] == "ready" else None)(
-            _deployment(ex2, "crash")), 60, "the deployment after a crash")
+        try:
+            d = _wait(ready, 60, "the deployment after a crash")
+        except AssertionError as e:  # say where it stood
+            raise AssertionError(f"{e}; last seen: {seen[-1:]}\n{ex2.output()[-4000:]}") from None
         with ex2.client() as c:
             leases = c.get("/v1/leases", params={"active": True}).json()["data"]
         live_leases = {r["lease_id"] for r in d["replica_details"] if r["state"] == "healthy"}

@@ -40,7 +40,7 @@ from cambist.domain.endpoint import Endpoint
 from cambist.domain.errors import Conflict, InvalidRequest, NoCapacity, NotFound
 from cambist.domain.events import EventKind
 from cambist.domain.ids import new_id
-from cambist.domain.lease import LeaseState
+from cambist.domain.lease import Lease, LeaseState
 from cambist.domain.models import MODEL_CATALOG, ModelSpec, find_model
 from cambist.domain.money import quantize_usd
 from cambist.domain.offer import Offer, OfferQuery
@@ -262,6 +262,13 @@ class DeployController:
             await self._fail(dep, rep, f"engine did not start: {exc}")
             return
         self.engines[rep.id] = (lease.supplier, handle)
+        await self.serve(dep, rep, lease, handle)
+
+    async def serve(self, dep: Deployment, rep: Replica, lease: Lease,
+                    handle: EngineHandle) -> None:
+        """Route to a started engine: its endpoint, then the replica healthy."""
+        model = find_model(dep.model)
+        assert model is not None and lease.sku is not None
         est = self.perf.estimate(model, lease.sku, lease.gpu_count)
         ep = Endpoint(
             id=new_id("ep"), model=model.name, url=handle.url, supplier=lease.supplier,

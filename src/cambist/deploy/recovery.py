@@ -2,10 +2,10 @@
 
 Engines run as separate processes and leave a record each under the state
 directory. After a restart, a replica whose engine still runs and answers is
-adopted; one whose engine is gone goes back to ``leasing`` on its still-running
-lease so the controller relaunches it; engines that belong to no live replica
-are stopped; replicas caught between lease and record find their lease by
-client token.
+adopted (and made to serve if the crash came before its endpoint); one whose
+engine is gone goes back to ``leasing`` on its still-running lease so the
+controller relaunches it; engines that belong to no live replica are stopped;
+replicas caught between lease and record find their lease by client token.
 """
 
 from __future__ import annotations
@@ -54,10 +54,18 @@ async def recover(records: Records, controller: DeployController, state_dir: Pat
         lease = await records.lease(rep.lease_id)
         if rec is not None and pid_alive(rec.pid) and await _answers(client, rec.url):
             keep.add(rep.lease_id)
-            await controller.adopt(rep.id, lease.supplier if lease else "local",
-                                   EngineHandle(rec.url, rec.pid, rep.lease_id, rec.model))
-            if rep.endpoint_id:
+            handle = EngineHandle(rec.url, rec.pid, rep.lease_id, rec.model)
+            await controller.adopt(rep.id, lease.supplier if lease else "local", handle)
+            if rep.state == ReplicaState.HEALTHY and rep.endpoint_id:
                 await records.set_endpoint_health(rep.endpoint_id, True)
+            elif (dep := await records.deployment(rep.deployment)) and lease:
+                # The crash came between the engine's start and the replica's
+                # healthy state: left so, nothing would ever route to it. An
+                # endpoint already made for it is replaced (no replica names it).
+                for ep in await records.endpoints():
+                    if ep.lease_id == rep.lease_id:
+                        await records.remove_endpoint(ep.id, now)
+                await controller.serve(dep, rep, lease, handle)
             adopted += 1
             continue
         if rep.endpoint_id:
