@@ -11,10 +11,27 @@ import httpx
 
 from cambist.deploy import DeployController
 from cambist.deploy.recovery import recover
-from cambist.domain.deployment import ReplicaState
+from cambist.domain.deployment import Replica, ReplicaState
 from cambist.perf.model import PerfModel
 from cambist.providers.engine_process import EngineRecord, _write_record
 from tests.deploy.conftest import Stack, offer
+
+
+async def _serving_replica(st: Stack) -> Replica:
+    """A deployment of one replica, run until it serves."""
+    st.suppliers["alpha"].offers = [offer("a", "alpha", "4.00")]
+    await st.publish()
+    await st.controller.create("llama-3.1-8b", name="m")
+    await st.run(3)
+    [rep] = await st.records.replicas("m")
+    assert rep.state == ReplicaState.HEALTHY and rep.lease_id and rep.endpoint_id
+    return rep
+
+
+def _restarted(st: Stack) -> DeployController:
+    """A new controller over the same records, as after a restart."""
+    return DeployController(records=st.records, desk=st.desk, perf=PerfModel(),
+                            events=st.events, clock=st.clock, retry_backoff_s=0.0)
 
 
 def _answering() -> httpx.AsyncClient:
@@ -29,12 +46,8 @@ async def test_an_engine_started_before_the_crash_serves_after_the_restart(
     to it, replacing an endpoint the crash left unnamed, instead of leaving the
     replica launching for ever."""
     st = stack
-    st.suppliers["alpha"].offers = [offer("a", "alpha", "4.00")]
-    await st.publish()
-    await st.controller.create("llama-3.1-8b", name="m")
-    await st.run(3)
-    [rep] = await st.records.replicas("m")
-    assert rep.state == ReplicaState.HEALTHY and rep.lease_id and rep.endpoint_id
+    rep = await _serving_replica(st)
+    assert rep.lease_id
     # The crash window: endpoint inserted (or not), replica still launching.
     await st.records.save_replica(replace(rep, state=ReplicaState.LAUNCHING, endpoint_id=None,
                                           detail="starting engine"))
@@ -42,8 +55,7 @@ async def test_an_engine_started_before_the_crash_serves_after_the_restart(
     state_dir = tmp_path / "suppliers"
     _write_record(state_dir, EngineRecord(rep.lease_id, os.getpid(), url, "llama-3.1-8b",
                                           ("engine",)))
-    restarted = DeployController(records=st.records, desk=st.desk, perf=PerfModel(),
-                                 events=st.events, clock=st.clock, retry_backoff_s=0.0)
+    restarted = _restarted(st)
     async with _answering() as client:
         done = await recover(st.records, restarted, state_dir, client, st.clock.now())
     assert done == {"adopted": 1, "relaunch": 0, "orphans_stopped": 0}
@@ -58,11 +70,7 @@ async def test_an_engine_started_before_the_crash_serves_after_the_restart(
 
 async def test_a_healthy_replica_is_adopted_as_it_was(stack: Stack, tmp_path: Path) -> None:
     st = stack
-    st.suppliers["alpha"].offers = [offer("a", "alpha", "4.00")]
-    await st.publish()
-    await st.controller.create("llama-3.1-8b", name="m")
-    await st.run(3)
-    [rep] = await st.records.replicas("m")
+    rep = await _serving_replica(st)
     assert rep.lease_id and rep.endpoint_id
     ep = await st.records.endpoint(rep.endpoint_id)
     assert ep is not None
@@ -70,8 +78,7 @@ async def test_a_healthy_replica_is_adopted_as_it_was(stack: Stack, tmp_path: Pa
     state_dir = tmp_path / "suppliers"
     _write_record(state_dir, EngineRecord(rep.lease_id, os.getpid(), ep.url, "llama-3.1-8b",
                                           ("engine",)))
-    restarted = DeployController(records=st.records, desk=st.desk, perf=PerfModel(),
-                                 events=st.events, clock=st.clock, retry_backoff_s=0.0)
+    restarted = _restarted(st)
     async with _answering() as client:
         await recover(st.records, restarted, state_dir, client, st.clock.now())
     assert await st.records.replicas("m") == [rep]

@@ -261,12 +261,13 @@ class DeployController:
         except Exception as exc:
             await self._fail(dep, rep, f"engine did not start: {exc}")
             return
-        self.engines[rep.id] = (lease.supplier, handle)
         await self.serve(dep, rep, lease, handle)
 
     async def serve(self, dep: Deployment, rep: Replica, lease: Lease,
                     handle: EngineHandle) -> None:
-        """Route to a started engine: its endpoint, then the replica healthy."""
+        """Take a started engine on (also one adopted after a restart): its
+        endpoint, then the replica healthy."""
+        self.engines[rep.id] = (lease.supplier, handle)
         model = find_model(dep.model)
         assert model is not None and lease.sku is not None
         est = self.perf.estimate(model, lease.sku, lease.gpu_count)
@@ -478,10 +479,6 @@ class DeployController:
         """Append one event about ``deployment`` (money as strings)."""
         await self.events.append([{"ts": self.clock.now(), "kind": kind,
                                    "subject": deployment, "data": data}])
-
-    async def adopt(self, replica_id: str, supplier: str, handle: EngineHandle) -> None:
-        """Take over an engine found running after a restart."""
-        self.engines[replica_id] = (supplier, handle)
 
     async def settle(self) -> None:
         """Wait for in-flight replica work (a simulator driving time itself calls this

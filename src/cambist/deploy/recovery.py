@@ -55,10 +55,8 @@ async def recover(records: Records, controller: DeployController, state_dir: Pat
         if rec is not None and pid_alive(rec.pid) and await _answers(client, rec.url):
             keep.add(rep.lease_id)
             handle = EngineHandle(rec.url, rec.pid, rep.lease_id, rec.model)
-            await controller.adopt(rep.id, lease.supplier if lease else "local", handle)
-            if rep.state == ReplicaState.HEALTHY and rep.endpoint_id:
-                await records.set_endpoint_health(rep.endpoint_id, True)
-            elif (dep := await records.deployment(rep.deployment)) and lease:
+            dep = await records.deployment(rep.deployment)
+            if rep.state == ReplicaState.LAUNCHING and dep is not None and lease is not None:
                 # The crash came between the engine's start and the replica's
                 # healthy state: left so, nothing would ever route to it. An
                 # endpoint already made for it is replaced (no replica names it).
@@ -66,6 +64,10 @@ async def recover(records: Records, controller: DeployController, state_dir: Pat
                     if ep.lease_id == rep.lease_id:
                         await records.remove_endpoint(ep.id, now)
                 await controller.serve(dep, rep, lease, handle)
+            else:
+                controller.engines[rep.id] = (lease.supplier if lease else "local", handle)
+                if rep.endpoint_id:
+                    await records.set_endpoint_health(rep.endpoint_id, True)
             adopted += 1
             continue
         if rep.endpoint_id:
