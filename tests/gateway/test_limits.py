@@ -208,3 +208,52 @@ def test_plan_config_errors_name_the_setting(tmp_path: Path, toml: str, match: s
     (tmp_path / "config.toml").write_text(toml)
     with pytest.raises(ConfigError, match=match):
         load_settings(home=tmp_path, environ={})
+
+
+class _Owner:
+    """Stands in for the shared limiter: counts the buckets queued for a push."""
+
+    def __init__(self) -> None:
+        self.marked = 0
+
+    def mark(self, bucket: object) -> None:
+        self.marked += 1
+
+
+_STEPS = st.lists(st.tuples(st.sampled_from(["take", "give"]),
+                            st.integers(min_value=-50, max_value=400),
+                            st.floats(min_value=0.0, max_value=20.0)), max_size=40)
+
+
+@given(st.integers(min_value=1, max_value=1_000), st.integers(min_value=1, max_value=1_000),
+       _STEPS)
+def test_shared_buckets_keep_the_levels_of_plain_ones(
+        cap_a: int, cap_b: int, steps: list[tuple[str, int, float]]) -> None:
+    """The shared bucket's take and give, written out for speed, move the
+    levels exactly as the plain bucket's refill, wait and adjust do (Redis's
+    slack set out of reach); their pending takes add up to what was taken,
+    and every change is queued for Redis (this owner never sets ``queued``)."""
+    from cambist.gateway.limits_redis import SharedBucket
+
+    owner = _Owner()
+    plain = (TokenBucket(cap_a, 0.0), TokenBucket(cap_b, 0.0))
+    shared = (SharedBucket("k:a:tok", cap_a, 0.0, 10**9, owner),  # type: ignore[arg-type]
+              SharedBucket("t:b:tok", cap_b, 0.0, 10**9, owner))  # type: ignore[arg-type]
+    now, net, changes = 0.0, 0.0, 0
+    for op, amount, dt in steps:
+        now += dt
+        if op == "take":
+            cost = abs(amount)
+            waits = (plain[0].take_pair(plain[1], cost, now),
+                     shared[0].take_pair(shared[1], cost, now))
+            assert (waits[0] > 0) == (waits[1] > 0)
+            if not waits[0]:
+                net, changes = net - cost, changes + 1
+        else:
+            plain[0].give_pair(plain[1], amount, now)
+            shared[0].give_pair(shared[1], amount, now)
+            net, changes = net + amount, changes + 1
+        for p, s in zip(plain, shared, strict=True):
+            assert (s.level, s.stamp) == (p.level, p.stamp)
+            assert s.pending == net
+    assert owner.marked == 2 * changes

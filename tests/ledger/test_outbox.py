@@ -296,10 +296,13 @@ def test_appended_records_are_not_kept(tmp_path: Path, make_record: Make) -> Non
         box.append(record)
         assert sys.getrefcount(record) == before
         box.append(make_record("req_next", price="0"))
-        got, lines, end = box.read_lines(start)
+        batch = box.read_batch(start, keep=True)  # the flusher's
+        got, lines, end = batch.records, batch.lines, batch.end
         assert got[0] == record and got[0] is not record and lines is not None
-        again, end_again = box.read(start, end - start)
-        assert again is got and end_again == end  # the flusher's batch, reported
+        assert box.read_batch(start, end - start) is batch  # the reporter's: the same
+        assert batch.charges() == [("req_kept", record.tenant_id, 12_300, 0, 0,
+                                    record.created_at), ("req_next", record.tenant_id, 0, 0, 0,
+                                                         record.created_at)]
         first, mid = box.read(start, len(lines.split(b"\n")[0]) + 1)
         assert first == [record] and mid < end
         box.release(end)

@@ -22,7 +22,7 @@ bucket is full again, as a Go-style duration (``20ms``, ``1s``, ``6m0s``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cambist.domain.clock import Clock
 from cambist.gateway.errors import RateLimited
@@ -65,6 +65,10 @@ def format_duration(ns: int) -> str:
     return seconds
 
 
+_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
+                 f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens")}
+
+
 def reset_header(seconds: float) -> str:
     """A reset header value: ``seconds`` rounded up to whole milliseconds (so a
     client that waits that long finds the bucket full)."""
@@ -73,28 +77,41 @@ def reset_header(seconds: float) -> str:
 
 
 class TokenBucket:
-    """Holds up to ``capacity`` units, refilled at ``capacity`` per minute."""
+    """Holds up to ``capacity`` units, refilled at ``capacity`` per minute;
+    ``kind`` (``requests`` or ``tokens``) names its rate headers."""
 
-    __slots__ = ("_reset_ms", "_reset_raw", "capacity", "level", "limit_raw", "rate", "stamp")
+    __slots__ = ("_remaining_name", "_reset_head", "_reset_ms", "capacity", "level",
+                 "limit_head", "rate", "stamp")
 
-    def __init__(self, capacity: int, now: float) -> None:
+    def __init__(self, capacity: int, now: float, kind: str = "requests") -> None:
         self.capacity = float(capacity)
         self.rate = capacity / 60.0
         self.level = self.capacity
         self.stamp = now
-        self.limit_raw = b"%d" % capacity  # the limit header's value, as the head carries it
+        limit, self._remaining_name, reset = _NAMES[kind]
+        self.limit_head = (limit, b"%d" % capacity)
+        """The limit header as the response head carries it (made once)."""
         self._reset_ms = -1
-        self._reset_raw = b""
+        self._reset_head = (reset, b"")
 
-    def reset_raw(self) -> bytes:
-        """The reset header's value as the head carries it (:func:`reset_header`
-        of :attr:`reset_s`, encoded; the last one is kept, since at high rates
-        it rarely changes)."""
-        ms = math.ceil(self.reset_s * 1000 - 1e-6)
+    def remaining_head(self) -> tuple[bytes, bytes]:
+        """The remaining header as the head carries it (the floor of the level)."""
+        r = self.level + 1e-9  # ``%d`` of a positive float truncates: the floor
+        return self._remaining_name, b"%d" % r if r > 0 else b"0"
+
+    def reset_head(self) -> tuple[bytes, bytes]:
+        """The reset header as the head carries it (:func:`reset_header` of
+        :attr:`reset_s`; the last one is kept, since at high rates it rarely
+        changes)."""
+        level = self.level
+        # As reset_s, written out (it runs for two buckets on every response).
+        ms = math.ceil((self.capacity - level) / self.rate * 1000 - 1e-6) \
+            if level < self.capacity else 0
         if ms != self._reset_ms:
             self._reset_ms = ms
-            self._reset_raw = format_duration(max(ms, 0) * 1_000_000).encode()
-        return self._reset_raw
+            self._reset_head = (self._reset_head[0],
+                                format_duration(max(ms, 0) * 1_000_000).encode())
+        return self._reset_head
 
     def refill(self, now: float) -> None:
         """Add what accrued since the last look (a clock step back adds nothing)."""
@@ -150,43 +167,37 @@ class _Buckets:
     tokens: TokenBucket
 
 
-def _tighter(a: TokenBucket, b: TokenBucket) -> TokenBucket:
-    return b if b.level < a.level else a
 
 
-_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
-                 f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens")}
-_REQUESTS, _TOKENS = _NAMES["requests"], _NAMES["tokens"]
-
-
-@dataclass(slots=True)
 class Admission:
-    """One admitted request: its rate headers (kept current) and its token take."""
+    """One admitted request: its rate headers (kept current) and its token take.
 
-    clock: Clock
-    plan: Plan
-    key_id: str
-    key: _Buckets
-    tenant: _Buckets
-    extra: dict[str, str] = field(default_factory=dict)
-    """More headers for every response to the request (a key's budget left)."""
-    tokens: int = 0
-    settled: bool = False
+    A plain class with slots, not a dataclass: one is made per request."""
+
+    __slots__ = ("clock", "extra", "key", "key_id", "plan", "settled", "tenant", "tokens")
+
+    def __init__(self, clock: Clock, plan: Plan, key_id: str, key: _Buckets,
+                 tenant: _Buckets) -> None:
+        self.clock = clock
+        self.plan = plan
+        self.key_id = key_id
+        self.key = key
+        self.tenant = tenant
+        self.extra: dict[str, str] = {}
+        """More headers for every response to the request (a key's budget left)."""
+        self.tokens = 0
+        self.settled = False
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """The six ``x-ratelimit-*`` headers as the buckets stand now, encoded
         for the response head (worked out once per response, not after every
-        take; the names and limits encoded once, the reset texts cached)."""
-        requests = _tighter(self.key.requests, self.tenant.requests)
-        tokens = _tighter(self.key.tokens, self.tenant.tokens)
-        return [
-            (_REQUESTS[0], requests.limit_raw),
-            (_REQUESTS[1], b"%d" % max(0, math.floor(requests.level + 1e-9))),
-            (_REQUESTS[2], requests.reset_raw()),
-            (_TOKENS[0], tokens.limit_raw),
-            (_TOKENS[1], b"%d" % max(0, math.floor(tokens.level + 1e-9))),
-            (_TOKENS[2], tokens.reset_raw()),
-        ]
+        take; the limit headers made once, the reset ones cached)."""
+        key, tenant = self.key, self.tenant
+        requests = tenant.requests if tenant.requests.level < key.requests.level \
+            else key.requests
+        tokens = tenant.tokens if tenant.tokens.level < key.tokens.level else key.tokens
+        return [requests.limit_head, requests.remaining_head(), requests.reset_head(),
+                tokens.limit_head, tokens.remaining_head(), tokens.reset_head()]
 
     @property
     def headers(self) -> dict[str, str]:
@@ -255,7 +266,7 @@ class RateLimiter:
         """A bucket for ``name`` (``k:<key>:req|tok`` or ``t:<tenant>:req|tok``);
         per process here, shared through Redis in
         :class:`cambist.gateway.limits_redis.SharedRateLimiter`."""
-        return TokenBucket(capacity, now)
+        return TokenBucket(capacity, now, "tokens" if name.endswith(":tok") else "requests")
 
     def admit(self, key_id: str, tenant_id: str) -> Admission:
         """Take one request from the key's and the tenant's request buckets, or

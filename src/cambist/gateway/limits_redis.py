@@ -84,7 +84,7 @@ class SharedBucket(TokenBucket):
 
     def __init__(self, name: str, capacity: int, now: float, slack: int,
                  owner: SharedRateLimiter) -> None:
-        super().__init__(capacity, now)
+        super().__init__(capacity, now, "tokens" if name.endswith(":tok") else "requests")
         self.name = name
         self.slack = slack
         self.pending = 0.0
@@ -117,31 +117,63 @@ class SharedBucket(TokenBucket):
 
     def take_pair(self, other: TokenBucket, cost: float, now: float) -> float:
         """:meth:`TokenBucket.take_pair` with the refill, :meth:`wait_s` and
-        :meth:`adjust` of both buckets written out (twice per request; its
-        refusals go through :meth:`wait_s`)."""
-        assert isinstance(other, SharedBucket)
+        :meth:`adjust` of both buckets written out, on local variables (twice
+        per request: each attribute read or written costs; its refusals go
+        through :meth:`wait_s`)."""
+        o: SharedBucket = other  # type: ignore[assignment]  # a pair is of one class
+        level = self.level
         if now > self.stamp:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-            self.stamp = now
-        if now > other.stamp:
-            other.level = min(other.capacity, other.level + (now - other.stamp) * other.rate)
-            other.stamp = now
-        if self.level < cost or other.level < cost:
-            return max(self.wait_s(cost), other.wait_s(cost))
-        ahead = -(self.pending + self.inflight)
-        ahead_other = -(other.pending + other.inflight)
-        if ((ahead > 0 and ahead + cost > self.slack)
-                or (ahead_other > 0 and ahead_other + cost > other.slack)):
+            level += (now - self.stamp) * self.rate
+            if level > self.capacity:
+                level = self.capacity
+            self.level, self.stamp = level, now
+        olevel = o.level
+        if now > o.stamp:
+            olevel += (now - o.stamp) * o.rate
+            if olevel > o.capacity:
+                olevel = o.capacity
+            o.level, o.stamp = olevel, now
+        if level < cost or olevel < cost:
+            return max(self.wait_s(cost), o.wait_s(cost))
+        pending, opending = self.pending, o.pending
+        ahead = -(pending + self.inflight)  # taken here, not confirmed by Redis
+        oahead = -(opending + o.inflight)
+        if (ahead > 0 and ahead + cost > self.slack) or (oahead > 0 and oahead + cost > o.slack):
             return CONFIRM_WAIT_S
-        self.level -= cost
-        pending = self.pending = self.pending - cost
+        self.level, self.pending = level - cost, pending - cost
+        if not self.queued or 2 * (ahead + cost) >= self.slack:
+            self._owner.mark(self)
+        o.level, o.pending = olevel - cost, opending - cost
+        if not o.queued or 2 * (oahead + cost) >= o.slack:
+            o._owner.mark(o)
+        return 0.0
+
+    def give_pair(self, other: TokenBucket, delta: float, now: float) -> None:
+        """:meth:`TokenBucket.give_pair` with the refill and :meth:`adjust` of
+        both buckets written out (once per request, when its tokens settle)."""
+        o: SharedBucket = other  # type: ignore[assignment]  # a pair is of one class
+        level = self.level
+        if now > self.stamp:
+            level += (now - self.stamp) * self.rate
+            if level > self.capacity:  # the refill's cap, then the give's (as refill, adjust)
+                level = self.capacity
+            self.stamp = now
+        level += delta
+        self.level = level if level < self.capacity else self.capacity
+        pending = self.pending = self.pending + delta
         if not self.queued or -2 * (pending + self.inflight) >= self.slack:
             self._owner.mark(self)
-        other.level -= cost
-        pending = other.pending = other.pending - cost
-        if not other.queued or -2 * (pending + other.inflight) >= other.slack:
-            other._owner.mark(other)
-        return 0.0
+        olevel = o.level
+        if now > o.stamp:
+            olevel += (now - o.stamp) * o.rate
+            if olevel > o.capacity:
+                olevel = o.capacity
+            o.stamp = now
+        olevel += delta
+        o.level = olevel if olevel < o.capacity else o.capacity
+        pending = o.pending = o.pending + delta
+        if not o.queued or -2 * (pending + o.inflight) >= o.slack:
+            o._owner.mark(o)
 
     def confirm(self, level: float, pushed_at: float) -> None:
         """Redis's level after the push made at ``pushed_at``."""

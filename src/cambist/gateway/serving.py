@@ -171,14 +171,17 @@ class GatewayService:
         started = time.monotonic()
         created_at = deps.clock.now()
         request_id = ordered_id("req", created_at)  # sorts by time: bulk inserts append
-        request.state.request_id = request_id
+        # request.state's own dict, written directly: State's __setattr__ is
+        # Python code, and this runs twice per request.
+        state = request.scope.setdefault("state", {})
+        state["request_id"] = request_id
         principal = self.authenticate(request)
         if principal.tenant_id is None:
             raise TenantKeyRequired(
                 "inference needs a tenant API key; platform admin keys have no tenant to bill"
             )
         admission = self.limiter.admit(principal.key_id, principal.tenant_id)
-        request.state.admission = admission  # its headers on every response from here
+        state["admission"] = admission  # its headers on every response from here
         budgets = deps.budgets
         if budgets is not None and not budgets.covers(principal.key_id):
             budgets = None  # a key without a budget skips the budget's bookkeeping

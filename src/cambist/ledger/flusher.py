@@ -22,9 +22,8 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cambist.domain.clock import Clock, SystemClock
-from cambist.domain.usage import UsageRecord
 from cambist.ledger.journal import Journal
-from cambist.ledger.outbox import OutboxPosition, UsageOutbox, read_position
+from cambist.ledger.outbox import OutboxBatch, OutboxPosition, UsageOutbox, read_position
 from cambist.ledger.usage_bulk import flush_usage_pg, usage_row, write_usage
 
 __all__ = ["OutboxFlusher", "UsageReporter", "usage_row"]
@@ -102,13 +101,14 @@ class OutboxFlusher:
         await self.outbox.sync()
         old = await self._current()
         start = self.outbox.start_of(old)
-        records, lines, end = self.outbox.read_lines(start, self._batch_bytes)
+        batch = self.outbox.read_batch(start, self._batch_bytes, keep=True)
+        end = batch.end
         new = OutboxPosition(self.outbox.generation, end)
         if new == old:
             return 0
         if self.reporter is not None:
             await self.reporter.report(self.outbox, start, end)
-        if not await self._commit(old, new, records, lines):
+        if not await self._commit(old, new, batch):
             self._position = None  # moved elsewhere: re-read before the next try
             raise RuntimeError(
                 f"outbox position {self.outbox.offset_key!r} changed under this flusher; "
@@ -116,24 +116,25 @@ class OutboxFlusher:
             )
         self._position = new
         self.outbox.release(end)
-        self.flushed += len(records)
-        return max(len(records), 1 if end > start else 0)
+        self.flushed += len(batch)
+        return max(len(batch), 1 if end > start else 0)
 
     async def _commit(self, old: OutboxPosition, new: OutboxPosition,
-                      records: list[UsageRecord], lines: bytes | None) -> bool:
+                      batch: OutboxBatch) -> bool:
         """Move the committed position from ``old`` to ``new`` and write the
         batch, all or nothing; ``False`` (nothing written) if the position was
         not ``old``."""
         key = self.outbox.offset_key
         if self._engine.dialect.name == "postgresql":  # one statement, one round trip
             async with self._engine.connect() as conn:
-                written = await flush_usage_pg(conn, records, self._clock.now(), lines, key,
+                written = await flush_usage_pg(conn, batch, self._clock.now(), key,
                                                old.encode(), new.encode())
             return written is not None
         async with self._engine.begin() as conn:
             if not await old.advance(conn, key, new):
                 return False
-            await write_usage(conn, self._journal, records, self._clock.now(), lines)
+            await write_usage(conn, self._journal, batch.records, self._clock.now(),
+                              batch.lines)
         return True
 
     async def _rotate(self, min_bytes: int) -> None:

@@ -36,7 +36,7 @@ from cambist.domain.usage import UsageRecord
 from cambist.ledger.plans import PlanBook
 from cambist.store.schema import usage
 
-__all__ = ["GrantCounters", "Periods", "prepaid_micros", "usage_parts"]
+__all__ = ["GrantCounters", "Periods", "charge_parts", "prepaid_micros", "usage_parts"]
 
 _DAY = 86_400.0
 
@@ -52,21 +52,29 @@ def usage_parts(records: Iterable[UsageRecord], periods: Periods
     micro-dollars: the prepaid parts per tenant (zero sums left out) and the
     grant parts per ``(tenant, "a" | "p", period start)`` (allowance by day,
     pool by month)."""
-    charges: dict[str, int] = {}
+    return charge_parts([(r.request_id, r.tenant_id, to_micros(r.price), r.allowance_micros,
+                          r.pool_micros, r.created_at) for r in records], periods)
+
+
+def charge_parts(charges: Iterable[tuple[str, str, int, int, int, float]], periods: Periods
+                 ) -> tuple[dict[str, int], dict[tuple[str, str, float], int]]:
+    """:func:`usage_parts` of the records' charges as
+    :meth:`~cambist.ledger.outbox.OutboxBatch.charges` lists them."""
+    parts: dict[str, int] = {}
     granted: dict[tuple[str, str, float], int] = {}
     seen: set[str] = set()
-    for r in records:
-        if r.request_id in seen:
+    for rid, tenant, price, allowance, pool, created_at in charges:
+        if rid in seen:
             continue
-        seen.add(r.request_id)
-        charges[r.tenant_id] = charges.get(r.tenant_id, 0) + prepaid_micros(r)
-        if r.allowance_micros:
-            k = (r.tenant_id, "a", periods.day(r.created_at))
-            granted[k] = granted.get(k, 0) + r.allowance_micros
-        if r.pool_micros:
-            k = (r.tenant_id, "p", periods.month(r.created_at))
-            granted[k] = granted.get(k, 0) + r.pool_micros
-    return {t: c for t, c in charges.items() if c}, granted
+        seen.add(rid)
+        parts[tenant] = parts.get(tenant, 0) + price - allowance - pool
+        if allowance:
+            k = (tenant, "a", periods.day(created_at))
+            granted[k] = granted.get(k, 0) + allowance
+        if pool:
+            k = (tenant, "p", periods.month(created_at))
+            granted[k] = granted.get(k, 0) + pool
+    return {t: c for t, c in parts.items() if c}, granted
 
 
 class Periods:

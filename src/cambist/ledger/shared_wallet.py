@@ -93,7 +93,7 @@ from cambist.domain.clock import Clock
 from cambist.domain.errors import CambistError, Conflict, InsufficientCredit, InvalidRequest
 from cambist.domain.money import format_usd, from_micros, to_micros
 from cambist.domain.usage import UsageRecord
-from cambist.ledger.grants import usage_parts
+from cambist.ledger.grants import charge_parts
 from cambist.ledger.journal import Journal
 from cambist.ledger.outbox import UsageOutbox
 from cambist.ledger.pacing import PUSH_INTERVAL_S, PushPacer
@@ -284,8 +284,13 @@ class SharedWallet(TenantWallet):
         t = tenant_id
         cap_a, cap_p = self._grants.limits(t)  # looked up once: the push's urgency needs it too
         granted = sum(self._grant_left(t)) if cap_a or cap_p else 0
-        prepaid, ahead = self._standing(t)
-        available = granted + prepaid
+        # _standing, written out (once per request).
+        view = self._view.get(t)
+        if view is None:  # never synced: the journal's word, within the slack
+            view = (self._credit.get(t, 0) - self._jusage.get(t, 0), 0)
+        held = self._held.get(t, 0)
+        ahead = held + self._unreported.get(t, 0) - view[1]
+        available = granted + view[0] - ahead
         if available <= 0 or available < micros:
             raise InsufficientCredit(
                 f"insufficient credit: tenant {t} has "
@@ -298,7 +303,7 @@ class SharedWallet(TenantWallet):
                 f"({format_usd(from_micros(ahead), 6)} in flight here); retry in a moment")
         rid = f"rsv_{next(self._hold_seq)}"
         self._holds[rid] = (t, micros)
-        self._held[t] = self._held.get(t, 0) + micros
+        self._held[t] = held + micros
         self._dirty.add(t)
         self._pacer.kick(bool(cap_a or cap_p) or 2 * (max(ahead, 0) + micros) >= self._slack)
         return Reservation(rid, t, micros)
@@ -325,7 +330,13 @@ class SharedWallet(TenantWallet):
         if allowance or pool or record.allowance_micros or record.pool_micros:
             record = record._replace(allowance_micros=allowance, pool_micros=pool)
         self._outbox.append(record)  # durable first: if this fails the hold stays
-        self._drop_hold(reservation.id)
+        # _drop_hold, written out (once per request); the hold is there (checked above).
+        micros_held = self._holds.pop(reservation.id)[1]
+        left = self._held.get(t, 0) - micros_held
+        if left:
+            self._held[t] = left
+        else:
+            self._held.pop(t, None)
         if allowance:
             k = (t, "a", self._grants.periods.day(record.created_at))
             self._gspent[k] = self._gspent.get(k, 0) + allowance
@@ -333,7 +344,9 @@ class SharedWallet(TenantWallet):
             k = (t, "p", self._grants.periods.month(record.created_at))
             self._gspent[k] = self._gspent.get(k, 0) + pool
         self._unreported[t] = self._unreported.get(t, 0) + charge - allowance - pool
-        self._changed(t)
+        self._dirty.add(t)
+        cap_a, cap_p = self._grants.limits(t)
+        self._pacer.kick(bool(cap_a or cap_p))
 
     def release(self, reservation: Reservation) -> None:
         """Drop a hold without charging (a no-op if already settled or released)."""
@@ -445,8 +458,8 @@ class SharedWallet(TenantWallet):
                 if int(offset) >= end:
                     return
                 frm = max(start, int(offset))
-            records, _ = outbox.read(frm, end - frm)
-            charges, granted = usage_parts(records, self._grants.periods)
+            batch = outbox.read_batch(frm, end - frm)  # the flusher's, when frm == start
+            charges, granted = charge_parts(batch.charges(), self._grants.periods)
             new = f"{outbox.generation}:{end}"
             now = self._clock.now()
             args: list[str | int] = [current, new]

@@ -35,7 +35,7 @@ Elsewhere (SQLite) it goes through SQLAlchemy's multi-row ``INSERT`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -51,7 +51,7 @@ from cambist.ledger.accounts import (
     tenant_account,
 )
 from cambist.ledger.journal import Entry, Journal
-from cambist.ledger.outbox import encode_record
+from cambist.ledger.outbox import OutboxBatch, encode_record
 from cambist.store.schema import usage
 
 __all__ = ["flush_usage_pg", "usage_entry", "usage_lines", "usage_row", "write_usage"]
@@ -288,27 +288,35 @@ async def _write_sqlite(conn: AsyncConnection, unique: dict[str, UsageRecord], n
     return len(inserted)
 
 
-def _pg_payload(records: Sequence[UsageRecord], lines: bytes | None) -> str:
-    """The records checked (as :func:`usage_lines` checks them, before anything
-    is written) and their lines as one JSON array."""
+def _pg_payload(charges: Iterable[tuple[str, str, int, int, int, float]],
+                lines: bytes | None, records: Callable[[], Sequence[UsageRecord]]) -> str:
+    """The records checked (as :func:`usage_lines` checks the priced ones,
+    before anything is written; from their ``charges`` as
+    :meth:`~cambist.ledger.outbox.OutboxBatch.charges` lists them) and their
+    ``lines`` as one JSON array (``records()`` encoded when ``lines`` are not
+    theirs, one line each)."""
     tenants: set[str] = set()
-    for r in records:
-        if not r.price:  # no entry, so no lines to check (as on SQLite)
+    n = 0
+    for rid, tenant, price, a, p, _ in charges:
+        n += 1
+        if not price:  # no entry, so no lines to check (as on SQLite)
             continue
-        a, p = r.allowance_micros, r.pool_micros
-        if a or p:
-            price = to_micros(r.price)
-            if a < 0 or p < 0 or a + p > price:
-                raise ValueError(f"record {r.request_id}: allowance {a} and pool {p} "
-                                 f"micro-dollars do not fit in its price {price}")
-        tenants.add(r.tenant_id)
+        if (a or p) and (a < 0 or p < 0 or a + p > price):
+            raise ValueError(f"record {rid}: allowance {a} and pool {p} "
+                             f"micro-dollars do not fit in its price {price}")
+        tenants.add(tenant)
     for t in tenants:
         tenant_account(t)  # raises on an invalid tenant id, as usage_lines does
-    if lines is None or lines.count(b"\n") != len(records):
-        lines = b"".join([encode_record(r) for r in records])
+    if lines is None or lines.count(b"\n") != n:
+        lines = b"".join([encode_record(r) for r in records()])
     # One JSON array of the lines: a line's only raw newline is its end (JSON
     # escapes those in strings), so newlines become the array's commas.
     return (b"[" + lines[:-1].replace(b"\n", b",") + b"]").decode()
+
+
+def _charges(records: Sequence[UsageRecord]) -> list[tuple[str, str, int, int, int, float]]:
+    return [(r.request_id, r.tenant_id, to_micros(r.price), r.allowance_micros, r.pool_micros,
+             r.created_at) for r in records]
 
 
 async def _driver(conn: AsyncConnection) -> Any:
@@ -320,21 +328,24 @@ async def _driver(conn: AsyncConnection) -> Any:
 async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
                     lines: bytes | None) -> int:
     raw = await _driver(conn)  # in the caller's transaction
-    inserted = await raw.fetchval(_PG_WRITE, _pg_payload(records, lines), now,
+    inserted = await raw.fetchval(_PG_WRITE, _pg_payload(_charges(records), lines,
+                                                          lambda: records), now,
                                   GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
     return int(inserted)
 
 
-async def flush_usage_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
-                         lines: bytes | None, key: str, old: str, new: str) -> int | None:
+async def flush_usage_pg(conn: AsyncConnection, batch: OutboxBatch, now: float,
+                         key: str, old: str, new: str) -> int | None:
     """PostgreSQL: move the ``settings`` value under ``key`` from ``old`` to
     ``new`` (an outbox's committed position) and write the records as
-    :func:`write_usage` does, in one statement, so atomically without a
+    :func:`write_usage` does (``batch``: an outbox's records, sent as its
+    lines), in one statement, so atomically without a
     transaction of its own (``conn`` must not be in one): the flusher's batch
     in one round trip where a transaction took four. Returns the new usage
     rows, or ``None`` when the value was not ``old`` (nothing written)."""
     raw = await _driver(conn)
     moved, inserted = await raw.fetchrow(
-        _PG_FLUSH, _pg_payload(records, lines), now, GRANTS_ALLOWANCE, GRANTS_POOL,
+        _PG_FLUSH, _pg_payload(batch.charges(), batch.lines, lambda: batch.records), now,
+        GRANTS_ALLOWANCE, GRANTS_POOL,
         TENANT_PREFIX, REVENUE_INFERENCE, key, new, old)
     return int(inserted) if moved else None
