@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from cambist.api import routes_endpoints
 from cambist.api.errors import install_error_handlers
+from cambist.app.http_protocol import HeadHoldingProtocol
 from cambist.domain.clock import ManualClock
 from cambist.domain.endpoint import Endpoint, EndpointKind
 from cambist.gateway import (
@@ -46,13 +47,13 @@ class Servers:
     def __init__(self) -> None:
         self._running: list[tuple[uvicorn.Server, asyncio.Task[None], socket.socket]] = []
 
-    async def start(self, app: ASGIApp) -> str:
-        """Serve ``app``; returns its base URL."""
+    async def start(self, app: ASGIApp, http: Any = "h11") -> str:
+        """Serve ``app`` (``http``: uvicorn's protocol); returns its base URL."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(
-            app, lifespan="off", log_level="critical", ws="none", http="h11",
+            app, lifespan="off", log_level="critical", ws="none", http=http,
             timeout_graceful_shutdown=2,
         )
         server = uvicorn.Server(config)
@@ -125,7 +126,8 @@ class Harness:
         if self.in_process:
             self.url = "http://gateway.test"
         else:
-            self.url = await self.servers.start(self.app)
+            # Cambist's own server protocol, as `cambist gateway` serves it.
+            self.url = await self.servers.start(self.app, HeadHoldingProtocol)
         self.client = await self.stack.enter_async_context(
             self.http_client(headers={"authorization": f"Bearer {self.secret}"})
         )

@@ -18,20 +18,28 @@ HEADERS = [f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "rese
            for kind in ("requests", "tokens")]
 
 
+@pytest.fixture(params=["gw_local", "gw"])
+def gw_either(request: pytest.FixtureRequest, plans: PlanBook) -> Harness:
+    """The gateway in process (ASGI) and on Cambist's own server over loopback,
+    on ``plans``."""
+    harness: Harness = request.getfixturevalue(request.param)
+    return harness
+
+
 def assert_rate_headers(headers: object) -> None:
     assert all(h in headers for h in HEADERS), headers  # type: ignore[operator]
 
 
 @tiny
-async def test_429_after_the_plans_requests_per_minute(gw_local: Harness) -> None:
-    await gw_local.upstream("a")
+async def test_429_after_the_plans_requests_per_minute(gw_either: Harness) -> None:
+    await gw_either.upstream("a")
     for remaining in ("2", "1", "0"):
-        r = await gw_local.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
+        r = await gw_either.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
         assert r.status_code == 200, r.text
         assert_rate_headers(r.headers)
         assert r.headers["x-ratelimit-limit-requests"] == "3"
         assert r.headers["x-ratelimit-remaining-requests"] == remaining
-    r = await gw_local.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
+    r = await gw_either.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
     assert r.status_code == 429
     err = r.json()["error"]
     assert (err["type"], err["code"]) == ("requests", "rate_limit_exceeded")
@@ -42,9 +50,9 @@ async def test_429_after_the_plans_requests_per_minute(gw_local: Harness) -> Non
     assert_rate_headers(r.headers)
     assert r.headers["x-ratelimit-remaining-requests"] == "0"
     assert r.headers["x-ratelimit-reset-requests"] == "1m0s"
-    assert len(gw_local.wallet.records) == 3 and gw_local.wallet.holds == {}
-    gw_local.clock.advance(20)
-    r = await gw_local.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
+    assert len(gw_either.wallet.records) == 3 and gw_either.wallet.holds == {}
+    gw_either.clock.advance(20)
+    r = await gw_either.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
     assert r.status_code == 200, r.text
 
 
@@ -65,19 +73,19 @@ async def test_tenant_limit_shared_by_two_keys(gw_local: Harness) -> None:
 
 
 @tiny
-async def test_tokens_per_minute_reserved_then_corrected(gw_local: Harness) -> None:
-    await gw_local.upstream("a")
+async def test_tokens_per_minute_reserved_then_corrected(gw_either: Harness) -> None:
+    await gw_either.upstream("a")
     body = chat_body(max_tokens=4_000)
     prompt = count_chat_tokens(body["messages"])
-    r = await gw_local.client.post("/v1/chat/completions", json=body)
+    r = await gw_either.client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     # counted at reservation: prompt + max_tokens
     assert r.headers["x-ratelimit-remaining-tokens"] == str(5_000 - prompt - 4_000)
-    r = await gw_local.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
+    r = await gw_either.client.post("/v1/chat/completions", json=chat_body(max_tokens=10))
     used = prompt + count_text_tokens("".join(PIECES))
     # ... and corrected to the usage at settle
     assert int(r.headers["x-ratelimit-remaining-tokens"]) == 5_000 - used - prompt - 10
-    r = await gw_local.client.post("/v1/chat/completions", json=chat_body(max_tokens=6_000))
+    r = await gw_either.client.post("/v1/chat/completions", json=chat_body(max_tokens=6_000))
     assert r.status_code == 429
     assert r.json()["error"]["type"] == "tokens" and "too large" in r.json()["error"]["message"]
 
@@ -100,23 +108,23 @@ async def test_tokens_held_by_a_stream_in_flight_429_with_retry_after(gw: Harnes
     assert r.status_code == 200, r.text  # the stream settled: its unused tokens came back
 
 
-async def test_headers_on_stream_and_on_errors(gw_local: Harness) -> None:
-    await gw_local.upstream("a")
-    async with gw_local.client.stream("POST", "/v1/chat/completions",
+async def test_headers_on_stream_and_on_errors(gw_either: Harness) -> None:
+    await gw_either.upstream("a")
+    async with gw_either.client.stream("POST", "/v1/chat/completions",
                                       json=chat_body(stream=True)) as r:
         assert r.status_code == 200
         assert_rate_headers(r.headers)
         assert r.headers["x-ratelimit-limit-requests"] == "3000"  # the default plan, pro
         assert r.headers["content-type"].startswith("text/event-stream")
         await r.aread()
-    r = await gw_local.client.post("/v1/chat/completions", json=chat_body(model="nope"))
+    r = await gw_either.client.post("/v1/chat/completions", json=chat_body(model="nope"))
     assert r.status_code == 404
     assert_rate_headers(r.headers)
     assert r.headers["x-ratelimit-remaining-requests"] == "2998"
-    r = await gw_local.client.post("/v1/chat/completions", content=b"{not json")
+    r = await gw_either.client.post("/v1/chat/completions", content=b"{not json")
     assert r.status_code == 400
     assert_rate_headers(r.headers)
-    r = await gw_local.client.post("/v1/chat/completions", json=chat_body(),
+    r = await gw_either.client.post("/v1/chat/completions", json=chat_body(),
                                    headers={"authorization": "Bearer nope"})
     assert r.status_code == 401 and "x-ratelimit-limit-requests" not in r.headers
 
