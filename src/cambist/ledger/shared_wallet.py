@@ -154,6 +154,9 @@ class SharedWallet(TenantWallet):
         self._dirty: set[str] = set()
         self._pacer = PushPacer(self._push_paced, push_interval_s)
         self._redis_lock = asyncio.Lock()  # pushes and reports never interleave
+        # Whether any plan grants an allowance or a pool (the plan book does not
+        # change): when none does, the hot path skips looking the tenant's up.
+        self._granting = self._grants.enabled
         self.failures = 0
 
     def _key(self, kind: str, tenant_id: str) -> str:
@@ -282,7 +285,8 @@ class SharedWallet(TenantWallet):
         if micros < 0:
             raise InvalidRequest(f"a reservation must not be negative: {from_micros(micros)}")
         t = tenant_id
-        cap_a, cap_p = self._grants.limits(t)  # looked up once: the push's urgency needs it too
+        # Looked up once: the push's urgency needs it too.
+        cap_a, cap_p = self._grants.limits(t) if self._granting else (0, 0)
         granted = sum(self._grant_left(t)) if cap_a or cap_p else 0
         # _standing, written out (once per request).
         view = self._view.get(t)
@@ -345,8 +349,11 @@ class SharedWallet(TenantWallet):
             self._gspent[k] = self._gspent.get(k, 0) + pool
         self._unreported[t] = self._unreported.get(t, 0) + charge - allowance - pool
         self._dirty.add(t)
-        cap_a, cap_p = self._grants.limits(t)
-        self._pacer.kick(bool(cap_a or cap_p))
+        if self._granting:
+            cap_a, cap_p = self._grants.limits(t)
+            self._pacer.kick(bool(cap_a or cap_p))
+        else:
+            self._pacer.kick()
 
     def release(self, reservation: Reservation) -> None:
         """Drop a hold without charging (a no-op if already settled or released)."""
