@@ -42,7 +42,7 @@ Pinning (2 cores here): the load generator and the mock share
 ``--client-core`` (1); ``1 proc`` and ``off`` are pinned to ``--gateway-core``
 (0); ``2 procs`` gets ``--scale-cores`` (0,1), its workers free to move
 between them, so its second core is the one the client and the mock use.
-PostgreSQL and Redis are not pinned. For each round (``--rounds``, default 2),
+PostgreSQL and Redis are not pinned. For each round (``--rounds``, default 6),
 mode (non-stream, stream) and concurrency (``--concurrency``, default 32,64)
 each target gets ``--requests`` (3,000) in ``--blocks`` (3) blocks, the targets
 interleaved block by block (ABC CBA ABC; the first target alternates between
@@ -297,7 +297,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
                     default=[32, 64])
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="rounds per point; the summary takes medians over them (single "
+                         "rounds on this shared host scatter by several points)")
     ap.add_argument("--blocks", type=int, default=3,
                     help="each point's requests are sent in this many blocks per target, "
                          "the targets interleaved block by block")
