@@ -4,78 +4,42 @@
 :class:`~cambist.ledger.wallet.TenantWallet` (``reserve``/``settle``/``release``
 touch only memory and the outbox) and agrees with the other processes through
 Redis, off the request path. Money in Redis is whole micro-dollars as decimal
-integer strings (exact below 2**53, $9e9).
+integer strings (exact below 2**53, $9e9); the key layout is in
+:mod:`cambist.ledger.shared_scripts`. The mechanism and its bounds are
+stated in full in ``docs/SCALE.md`` (*Credit*); in short:
 
-Redis holds, per tenant, the usage charged (``used``) and each process's
-*exposure* (its holds plus the charges it settled and has not reported);
-the key layout is in :mod:`cambist.ledger.shared_scripts`.
-
-A tenant's credit is ``credit − used − Σ exposures``, where ``credit`` is the
+A tenant's credit is ``credit − used − Σ exposures``: ``credit`` is the
 journal's balance *without* usage entries (top-ups, refunds, lease charges),
-which each process reloads every 2 s. Usage never enters that figure through
-the journal: the flusher reports each outbox batch to Redis (moving it into
-``used``, exactly once per byte range, guarded by ``rpos``) *before* it commits
-the batch to the journal, so a stale journal view can never count a charge as
-credit again.
+reloaded every 2 s; ``used`` is every usage charge reported to Redis; each
+process's *exposure* is its holds plus the charges it settled and has not
+reported. The flusher reports each outbox batch into ``used`` (exactly once
+per byte range, guarded by ``rpos``) *before* it commits the batch to the
+journal, so a stale journal view never counts a charge as credit again. A
+process pushes its exposure within :data:`~cambist.ledger.pacing.PUSH_INTERVAL_S`
+of a change (at once for a tenant whose plan grants allowances or pools, or
+whose unconfirmed holds reach half the slack) and learns the credit back;
+``reserve`` decides on that figure minus what it reserved since.
 
-A process pushes its exposure within :data:`~cambist.ledger.pacing.PUSH_INTERVAL_S`
-of a change (one pipelined round trip for every tenant that changed; at once
-for a tenant whose plan grants allowances or pools, whose claims settle waits
-on, or whose unconfirmed holds reach half the slack) and learns the tenant's
-credit back.
-``reserve`` decides on that figure minus what it reserved since (unconfirmed).
-
-**Bound.** A process reserves credit Redis has not confirmed only while its
-unconfirmed reservations for the tenant stay within ``credit_slack`` (or when
-it is the only unconfirmed one, whatever its size); so across ``N`` processes
-a tenant's charges exceed its credit by at most
-``N × max(credit_slack, largest single reservation)``, plus lease charges
-posted in the last reload interval (2 s), as in the single-process wallet.
-Beyond the slack it refuses with :class:`CreditPending` (429,
-``code="credit_pending"``, retryable) until Redis answers, a round trip later
-(fails closed while Redis is down). A process killed with ``kill -9`` leaves
-its exposure in Redis (credit stays held, never spent twice) until it restarts
-under the same name, reports its recovered outbox and clears its field.
-If Redis loses its data, ``used`` is rebuilt from the journal and the bound
-is exceeded by at most the charges not yet flushed at that moment.
+**Bound.** A process reserves credit Redis has not confirmed only within
+``credit_slack`` (or one reservation, whatever its size), else it refuses with
+:class:`CreditPending` (429, retryable) until Redis answers (fails closed
+while Redis is down); so across ``N`` processes a tenant's charges exceed its
+credit by at most ``N × max(credit_slack, largest single reservation)``, plus
+lease charges posted in the last reload interval. A process killed with
+``kill -9`` leaves its exposure in Redis (held, never spent twice) until it
+restarts under the same name and reports its recovered outbox.
 
 **Allowances and pools.** With a :class:`~cambist.ledger.plans.PlanBook`, a
 charge is paid from the plan's daily allowance, then its monthly pool, then
-prepaid credit (:mod:`cambist.ledger.grants`); the split is written on the
-record before the outbox append, and only the prepaid part enters ``used``
-and the exposures above. Redis holds each period's reported grant
-parts (``gused``) and each process's *claim* on the rest (``gclaim``;
-layout in :mod:`cambist.ledger.shared_scripts`).
-
-Every key lives until a day after its period ends. With each push a process
-claims, in one Lua script (atomic across processes), grants for its holds:
-allowance first, then pool, from ``cap − gused − Σ other claims``; the script
-returns its claims and what is left unclaimed. ``settle`` pays from this
-process's *confirmed* claims on the periods of ``record.created_at`` only
-(deterministic, exact micro-dollars), so across all processes the grants
-paid never exceed a period's allowance or pool, whatever the timing. The
-flusher's report moves the parts into ``gused`` in the same script, under the
-same ``rpos`` guard, as the prepaid parts into ``used`` (exactly once per
-byte range; ``settle`` itself has no retry). A reserve counts
-``allowance left + pool left + prepaid − holds``, where grants left is what
-Redis left unclaimed at the last sync plus this process's unspent claims.
-
-**Bound, grants.** Grants are never overspent (claims are atomic; a push Redis
-did not answer drops this process's unspent claims until it answers: fails
-closed). Their spend order holds exactly while every hold's claim is
-confirmed before it settles; a charge settling first (within a Redis round
-trip of its reservation, or while Redis is down), or while another process's
-holds claim the grants left, is paid from prepaid credit instead; that is
-within the credit bound above, since its hold counted as exposure. A charge
-that settles in a later period than its request arrived takes no grant from
-the new period (only from its own period, if this process still claims it).
-Holds backed by grants count both as exposure and as claims for the other
-processes until they settle (conservative: a near-empty tenant may be refused
-early while requests are in flight). A restarted process reports its
-recovered outbox into ``gused`` and clears its claims; if Redis loses its
-data, ``gused`` is rebuilt from the ``usage`` table and grants may be
-overspent by at most the grant parts not yet flushed and the claims held at
-that moment.
+prepaid credit (:mod:`cambist.ledger.grants`). Redis holds each period's
+reported grant parts (``gused``) and each process's *claim* on the rest
+(``gclaim``); with each push one Lua script claims grants for the process's
+holds atomically, and ``settle`` pays only from this process's *confirmed*
+claims on the periods of ``record.created_at`` (the split is written on the
+record before the outbox append), so a period's grants are never overspent
+across processes; a charge settling before its hold's claim is confirmed is
+paid from prepaid credit instead, within the credit bound. The report moves
+the grant parts into ``gused`` under the same ``rpos`` guard.
 """
 
 from __future__ import annotations
