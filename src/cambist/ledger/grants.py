@@ -36,7 +36,7 @@ from cambist.domain.usage import UsageRecord
 from cambist.ledger.plans import PlanBook
 from cambist.store.schema import usage
 
-__all__ = ["GrantCounters", "Periods", "charge_parts", "prepaid_micros", "usage_parts"]
+__all__ = ["GrantCounters", "Periods", "charge_parts", "prepaid_micros"]
 
 _DAY = 86_400.0
 
@@ -46,20 +46,13 @@ def prepaid_micros(record: UsageRecord) -> int:
     return to_micros(record.price) - record.allowance_micros - record.pool_micros
 
 
-def usage_parts(records: Iterable[UsageRecord], periods: Periods
-                ) -> tuple[dict[str, int], dict[tuple[str, str, float], int]]:
-    """What ``records`` (each request once, duplicates skipped) charged, in
-    micro-dollars: the prepaid parts per tenant (zero sums left out) and the
-    grant parts per ``(tenant, "a" | "p", period start)`` (allowance by day,
-    pool by month)."""
-    return charge_parts([(r.request_id, r.tenant_id, to_micros(r.price), r.allowance_micros,
-                          r.pool_micros, r.created_at) for r in records], periods)
-
-
 def charge_parts(charges: Iterable[tuple[str, str, int, int, int, float]], periods: Periods
                  ) -> tuple[dict[str, int], dict[tuple[str, str, float], int]]:
-    """:func:`usage_parts` of the records' charges as
-    :meth:`~cambist.ledger.outbox.OutboxBatch.charges` lists them."""
+    """What records charged, from their charges as
+    :meth:`~cambist.ledger.outbox.OutboxBatch.charges` lists them (each request
+    once, duplicates skipped), in micro-dollars: the prepaid parts per tenant
+    (zero sums left out) and the grant parts per ``(tenant, "a" | "p", period
+    start)`` (allowance by day, pool by month)."""
     parts: dict[str, int] = {}
     granted: dict[tuple[str, str, float], int] = {}
     seen: set[str] = set()

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "read_position",
+    "record_charges",
 ]
 
 log = logging.getLogger("cambist.ledger.outbox")
@@ -114,6 +116,12 @@ def _decode_rows(chunk: bytes, end: int) -> tuple[list[list[Any]], dict[str, Dec
     return rows, money
 
 
+def record_charges(records: Iterable[UsageRecord]) -> list[tuple[str, str, int, int, int, float]]:
+    """Per record, what it charged, as :meth:`OutboxBatch.charges` lists it."""
+    return [(r.request_id, r.tenant_id, to_micros(r.price), r.allowance_micros, r.pool_micros,
+             r.created_at) for r in records]
+
+
 class OutboxBatch:
     """Complete lines read from an outbox, bytes ``[start, end)``, decoded once
     for whoever reads the same range (the flusher, then the reporter).
@@ -155,8 +163,7 @@ class OutboxBatch:
         if self._charges is not None:
             return self._charges
         if self._rows is None:
-            out = [(r.request_id, r.tenant_id, to_micros(r.price), r.allowance_micros,
-                    r.pool_micros, r.created_at) for r in self.records]
+            out = record_charges(self.records)
         else:
             micros: dict[str, int] = {}  # the same price text comes back again and again
             out = []

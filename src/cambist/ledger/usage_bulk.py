@@ -51,7 +51,7 @@ from cambist.ledger.accounts import (
     tenant_account,
 )
 from cambist.ledger.journal import Entry, Journal
-from cambist.ledger.outbox import OutboxBatch, encode_record
+from cambist.ledger.outbox import OutboxBatch, encode_record, record_charges
 from cambist.store.schema import usage
 
 __all__ = ["flush_usage_pg", "usage_entry", "usage_lines", "usage_row", "write_usage"]
@@ -314,11 +314,6 @@ def _pg_payload(charges: Iterable[tuple[str, str, int, int, int, float]],
     return (b"[" + lines[:-1].replace(b"\n", b",") + b"]").decode()
 
 
-def _charges(records: Sequence[UsageRecord]) -> list[tuple[str, str, int, int, int, float]]:
-    return [(r.request_id, r.tenant_id, to_micros(r.price), r.allowance_micros, r.pool_micros,
-             r.created_at) for r in records]
-
-
 async def _driver(conn: AsyncConnection) -> Any:
     raw = (await conn.get_raw_connection()).driver_connection  # the DBAPI driver's own
     assert raw is not None
@@ -328,7 +323,7 @@ async def _driver(conn: AsyncConnection) -> Any:
 async def _write_pg(conn: AsyncConnection, records: Sequence[UsageRecord], now: float,
                     lines: bytes | None) -> int:
     raw = await _driver(conn)  # in the caller's transaction
-    inserted = await raw.fetchval(_PG_WRITE, _pg_payload(_charges(records), lines,
+    inserted = await raw.fetchval(_PG_WRITE, _pg_payload(record_charges(records), lines,
                                                           lambda: records), now,
                                   GRANTS_ALLOWANCE, GRANTS_POOL, TENANT_PREFIX, REVENUE_INFERENCE)
     return int(inserted)
